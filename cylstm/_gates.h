@@ -1,0 +1,162 @@
+/* The fused LSTM cell update, one batch row at a time:
+ *
+ *     i, f, g, o = split(gates + bias)          (PyTorch gate order)
+ *     c = sigmoid(f) * c + sigmoid(i) * tanh(g)
+ *     h = sigmoid(o) * tanh(c)                  written to h_state and h_out
+ *
+ * Written as plain loops over branch-free arithmetic so the compiler vectorises
+ * them; libm's scalar expf/tanhf would stop that and cost 2-3x.  The x86-64
+ * build compiles each loop three times (AVX-512, AVX2+FMA, baseline SSE2) and
+ * picks one at load time by CPUID (GCC target_clones); other platforms get the
+ * baseline loop.
+ */
+#ifndef CYLSTM_GATES_H
+#define CYLSTM_GATES_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CYLSTM_DISPATCH 1
+#define CYLSTM_SIMD_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CYLSTM_DISPATCH 0
+#define CYLSTM_SIMD_CLONES
+#endif
+
+#define CYLSTM_INLINE static inline __attribute__((always_inline))
+
+/* ---- float32: Eigen's clamped rational tanh (max error a few ulp) ---- */
+
+CYLSTM_INLINE float cylstm_tanh_f(float x)
+{
+    const float clamp = 7.90531110763549805f;
+    x = x > clamp ? clamp : x;
+    x = x < -clamp ? -clamp : x;
+    const float x2 = x * x;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * x;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return p / q;
+}
+
+CYLSTM_INLINE float cylstm_sigmoid_f(float x)
+{
+    return 0.5f * cylstm_tanh_f(0.5f * x) + 0.5f;
+}
+
+/* ---- float64: exp by range reduction, accurate to ~1e-16 ---- */
+
+CYLSTM_INLINE double cylstm_exp_d(double x)
+{
+    /* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2. */
+    const double round_magic = 6755399441055744.0; /* 1.5 * 2^52 */
+    x = x > 708.0 ? 708.0 : x;
+    x = x < -708.0 ? -708.0 : x;
+    const double shifted = x * 1.4426950408889634 + round_magic;
+    const double n = shifted - round_magic;
+    /* Cody-Waite: ln2 split in a high part exact in n * hi and a low part. */
+    const double r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+    /* Taylor series to r^13: truncation error below 1e-18 for |r| <= 0.347. */
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    /* 2^n from the integer that round_magic left in the low mantissa bits. */
+    int64_t bits, magic_bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    memcpy(&magic_bits, &round_magic, sizeof magic_bits);
+    const int64_t scale_bits = (bits - magic_bits + 1023) << 52;
+    double scale;
+    memcpy(&scale, &scale_bits, sizeof scale);
+    return p * scale;
+}
+
+CYLSTM_INLINE double cylstm_sigmoid_d(double x)
+{
+    return 1.0 / (1.0 + cylstm_exp_d(-x));
+}
+
+CYLSTM_INLINE double cylstm_tanh_d(double x)
+{
+    /* 1 - 2 / (exp(2x) + 1): absolute error ~1e-16, exact limits at +-inf. */
+    return 1.0 - 2.0 / (cylstm_exp_d(2.0 * x) + 1.0);
+}
+
+/* ---- the fused cell, one batch row ----
+ * gates: the 4H pre-activations without bias; bias: b_ih + b_hh (4H);
+ * c: cell state (H), updated; h_state, h_out: where h goes (H each). */
+
+CYLSTM_SIMD_CLONES
+static void cylstm_cell_f32(ptrdiff_t H, const float *restrict gates,
+                            const float *restrict bias, float *restrict c,
+                            float *restrict h_state, float *restrict h_out)
+{
+    for (ptrdiff_t j = 0; j < H; ++j) {
+        const float i = cylstm_sigmoid_f(gates[j] + bias[j]);
+        const float f = cylstm_sigmoid_f(gates[H + j] + bias[H + j]);
+        const float g = cylstm_tanh_f(gates[2 * H + j] + bias[2 * H + j]);
+        const float o = cylstm_sigmoid_f(gates[3 * H + j] + bias[3 * H + j]);
+        const float c_new = f * c[j] + i * g;
+        const float h_new = o * cylstm_tanh_f(c_new);
+        c[j] = c_new;
+        h_state[j] = h_new;
+        h_out[j] = h_new;
+    }
+}
+
+CYLSTM_SIMD_CLONES
+static void cylstm_cell_f64(ptrdiff_t H, const double *restrict gates,
+                            const double *restrict bias, double *restrict c,
+                            double *restrict h_state, double *restrict h_out)
+{
+    for (ptrdiff_t j = 0; j < H; ++j) {
+        const double i = cylstm_sigmoid_d(gates[j] + bias[j]);
+        const double f = cylstm_sigmoid_d(gates[H + j] + bias[H + j]);
+        const double g = cylstm_tanh_d(gates[2 * H + j] + bias[2 * H + j]);
+        const double o = cylstm_sigmoid_d(gates[3 * H + j] + bias[3 * H + j]);
+        const double c_new = f * c[j] + i * g;
+        const double h_new = o * cylstm_tanh_d(c_new);
+        c[j] = c_new;
+        h_state[j] = h_new;
+        h_out[j] = h_new;
+    }
+}
+
+/* The instruction set the clones above run with on this CPU. */
+static const char *cylstm_simd_path(void)
+{
+#if CYLSTM_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4"))
+        return "avx512 (x86-64-v4)";
+    if (__builtin_cpu_supports("x86-64-v3"))
+        return "avx2+fma (x86-64-v3)";
+    return "sse2 (x86-64 baseline)";
+#else
+    return "portable C (no run-time dispatch)";
+#endif
+}
+
+#endif /* CYLSTM_GATES_H */
