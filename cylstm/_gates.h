@@ -5,7 +5,9 @@
  *     h = sigmoid(o) * tanh(c)                  written to h_state and h_out
  *
  * Written as plain loops over branch-free arithmetic so the compiler vectorises
- * them; libm's scalar expf/tanhf would stop that and cost 2-3x.  The x86-64
+ * them; libm's scalar expf/tanhf would stop that and cost 2-3x. The clamps only
+ * become vector min/max under -fno-trapping-math (setup.py passes it): without
+ * it GCC keeps them as branches and the loop stays scalar, 7x slower.  The x86-64
  * build compiles each loop three times (AVX-512, AVX2+FMA, baseline SSE2) and
  * picks one at load time by CPUID (GCC target_clones); other platforms get the
  * baseline loop.
@@ -33,6 +35,7 @@
 CYLSTM_INLINE float cylstm_tanh_f(float x)
 {
     const float clamp = 7.90531110763549805f;
+    /* Written so that NaN falls through both clamps and propagates. */
     x = x > clamp ? clamp : x;
     x = x < -clamp ? -clamp : x;
     const float x2 = x * x;
@@ -62,7 +65,7 @@ CYLSTM_INLINE double cylstm_exp_d(double x)
 {
     /* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2 / 2. */
     const double round_magic = 6755399441055744.0; /* 1.5 * 2^52 */
-    x = x > 708.0 ? 708.0 : x;
+    x = x > 708.0 ? 708.0 : x; /* NaN falls through, as in cylstm_tanh_f */
     x = x < -708.0 ? -708.0 : x;
     const double shifted = x * 1.4426950408889634 + round_magic;
     const double n = shifted - round_magic;
