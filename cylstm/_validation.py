@@ -52,6 +52,13 @@ def as_real_array(name, value, dtype):
         raise TypeError(f"{name} must be real, got complex dtype {array.dtype}")
     if kind not in "biufO":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if kind == "O":
+        # astype would quietly turn None into NaN; refuse anything not a real number.
+        for item in array.flat:
+            if not isinstance(item, numbers.Real):
+                raise TypeError(
+                    f"{name} must hold real numbers, got an element of type "
+                    f"{type(item).__name__}: {item!r}")
     try:
         return array.astype(dtype, copy=False)
     except (TypeError, ValueError) as exc:
