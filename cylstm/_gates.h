@@ -2,7 +2,7 @@
  *
  *     i, f, g, o = split(gates + bias)          (PyTorch gate order)
  *     c = sigmoid(f) * c + sigmoid(i) * tanh(g)
- *     h = sigmoid(o) * tanh(c)                  written to h_state and h_out
+ *     h = sigmoid(o) * tanh(c)
  *
  * Written as plain loops over branch-free arithmetic so the compiler vectorises
  * them; libm's scalar expf/tanhf would stop that and cost 2-3x. The clamps only
@@ -109,12 +109,12 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
 
 /* ---- the fused cell, one batch row ----
  * gates: the 4H pre-activations without bias; bias: b_ih + b_hh (4H);
- * c: cell state (H), updated; h_state, h_out: where h goes (H each). */
+ * c: cell state (H), updated; h: where the new hidden state goes (H). */
 
 CYLSTM_SIMD_CLONES
 static void cylstm_cell_f32(ptrdiff_t H, const float *restrict gates,
                             const float *restrict bias, float *restrict c,
-                            float *restrict h_state, float *restrict h_out)
+                            float *restrict h)
 {
     for (ptrdiff_t j = 0; j < H; ++j) {
         const float i = cylstm_sigmoid_f(gates[j] + bias[j]);
@@ -122,17 +122,15 @@ static void cylstm_cell_f32(ptrdiff_t H, const float *restrict gates,
         const float g = cylstm_tanh_f(gates[2 * H + j] + bias[2 * H + j]);
         const float o = cylstm_sigmoid_f(gates[3 * H + j] + bias[3 * H + j]);
         const float c_new = f * c[j] + i * g;
-        const float h_new = o * cylstm_tanh_f(c_new);
         c[j] = c_new;
-        h_state[j] = h_new;
-        h_out[j] = h_new;
+        h[j] = o * cylstm_tanh_f(c_new);
     }
 }
 
 CYLSTM_SIMD_CLONES
 static void cylstm_cell_f64(ptrdiff_t H, const double *restrict gates,
                             const double *restrict bias, double *restrict c,
-                            double *restrict h_state, double *restrict h_out)
+                            double *restrict h)
 {
     for (ptrdiff_t j = 0; j < H; ++j) {
         const double i = cylstm_sigmoid_d(gates[j] + bias[j]);
@@ -140,10 +138,8 @@ static void cylstm_cell_f64(ptrdiff_t H, const double *restrict gates,
         const double g = cylstm_tanh_d(gates[2 * H + j] + bias[2 * H + j]);
         const double o = cylstm_sigmoid_d(gates[3 * H + j] + bias[3 * H + j]);
         const double c_new = f * c[j] + i * g;
-        const double h_new = o * cylstm_tanh_d(c_new);
         c[j] = c_new;
-        h_state[j] = h_new;
-        h_out[j] = h_new;
+        h[j] = o * cylstm_tanh_d(c_new);
     }
 }
 

@@ -13,7 +13,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 import cylstm  # noqa: E402
-from testutil import DTYPES  # noqa: E402
+from testutil import DTYPES, tol  # noqa: E402
 
 
 @pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
@@ -21,6 +21,12 @@ def dtype(request):
     """The model dtype; pair with testutil.tol(dtype) / assert_close for its tolerance
     (float32: 1e-5, float64: 1e-12 against the float64 reference)."""
     return request.param
+
+
+@pytest.fixture
+def tolerance(dtype):
+    """dict(atol=..., rtol=...) for the current dtype, for np.testing.assert_allclose."""
+    return tol(dtype)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import cylstm
-from reference import lstm_reference, reference_module, sigmoid
-from testutil import assert_close, check_against_reference, random_state, tol
+from reference import lstm_reference, sigmoid
+from testutil import check_against_reference, random_state, tol
 
 # (T, B, D, H): odd sizes, T = 1, B = 1, B = 37, large H, long T.
 SHAPES = [
@@ -145,7 +145,7 @@ def test_unbatched(T, D, H, with_state, batch_first, dtype, make_model, rng):
     np.testing.assert_allclose(c_n, c_b.reshape(1, H), **tol(dtype))
 
 
-def test_continuation_equals_one_long_call(dtype, make_model, rng):
+def test_continuation_equals_one_long_call(dtype, tolerance, make_model, rng):
     """Feeding (h_n, c_n) back in continues the sequence."""
     T, B, D, H = 30, 4, 5, 7
     model = make_model(D, H, dtype=dtype)
@@ -153,9 +153,9 @@ def test_continuation_equals_one_long_call(dtype, make_model, rng):
     out, (h_n, c_n) = model(x)
     out1, hx1 = model(x[:11])
     out2, (h2, c2) = model(x[11:], hx1)
-    np.testing.assert_allclose(np.concatenate([out1, out2]), out, **tol(dtype))
-    np.testing.assert_allclose(h2, h_n, **tol(dtype))
-    np.testing.assert_allclose(c2, c_n, **tol(dtype))
+    np.testing.assert_allclose(np.concatenate([out1, out2]), out, **tolerance)
+    np.testing.assert_allclose(h2, h_n, **tolerance)
+    np.testing.assert_allclose(c2, c_n, **tolerance)
 
 
 def test_batch_rows_are_independent(dtype, make_model, rng):
@@ -194,17 +194,13 @@ def test_saturated_gates(dtype, make_model, rng):
 
 
 def test_large_weights_long_sequence(dtype, rng):
-    """Larger weights (cell state grows to ~T) stay within tolerance of the reference."""
+    """4x the default weights (saturating gates, larger cell state) over 500 steps."""
     D, H, T = 3, 5, 500
     model = cylstm.LSTM(D, H, dtype=dtype, seed=7)
-    sd = {k: v * 4 for k, v in model.state_dict().items()}
-    model.load_state_dict(sd)
+    model.load_state_dict({k: v * 4 for k, v in model.state_dict().items()})
     x = rng.standard_normal((T, 2, D))
-    out, (h_n, c_n) = model(x)
-    r_out, (r_h, r_c) = reference_module(model.state_dict(), x, dtype=dtype)
-    t = tol(dtype)
-    np.testing.assert_allclose(out, r_out, atol=10 * t["atol"], rtol=10 * t["rtol"])
-    np.testing.assert_allclose(c_n, r_c, atol=10 * t["atol"], rtol=10 * t["rtol"])
+    out, (h_n, c_n) = check_against_reference(model, x)
+    assert np.abs(c_n).max() > 1.0
 
 
 def test_nan_propagates_in_its_row_only(dtype, make_model, rng):

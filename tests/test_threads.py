@@ -1,0 +1,117 @@
+"""Calling the same model (and cylstm.lstm) from several threads at once gives exactly the
+results of sequential calls; the kernel releases the GIL while it runs."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import cylstm
+from testutil import check_against_reference, random_state
+
+N_THREADS = 8
+
+
+def _run_concurrently(fn, jobs):
+    """fn(job) for every job, N_THREADS at a time, each wave released by one barrier so
+    that the calls really overlap; results in job order."""
+    results = []
+    for start in range(0, len(jobs), N_THREADS):
+        wave = jobs[start:start + N_THREADS]
+        barrier = threading.Barrier(len(wave))
+
+        def task(job, barrier=barrier):
+            barrier.wait(timeout=30)
+            return fn(job)
+
+        with ThreadPoolExecutor(len(wave)) as ex:
+            results.extend(ex.map(task, wave))
+    return results
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_same_model_many_threads(batch_first, dtype, rng):
+    T, B, D, H = 150, 5, 16, 48
+    model = cylstm.LSTM(D, H, dtype=dtype, batch_first=batch_first, seed=0)
+    # different inputs and sizes per job, so a shared scratch buffer would show
+    jobs = []
+    for j in range(2 * N_THREADS):
+        b = 1 + j % B
+        s = (b, T - j, D) if batch_first else (T - j, b, D)
+        jobs.append((rng.standard_normal(s), random_state(rng, (1, b, H), dtype)))
+    sequential = [model(x, hx) for x, hx in jobs]
+    for _ in range(2):
+        concurrent = _run_concurrently(lambda job: model(*job), jobs)
+        for (out, (h, c)), (e_out, (e_h, e_c)) in zip(concurrent, sequential):
+            np.testing.assert_array_equal(out, e_out)
+            np.testing.assert_array_equal(h, e_h)
+            np.testing.assert_array_equal(c, e_c)
+    # and the sequential answers are right
+    check_against_reference(model, *jobs[3])
+
+
+def test_functional_many_threads(dtype, rng):
+    T, B, D, H = 100, 3, 8, 32
+    m = cylstm.LSTM(D, H, dtype=dtype, seed=2)
+    w = (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
+    jobs = [(rng.standard_normal((T, B, D)).astype(dtype),
+             *random_state(rng, (B, H), dtype)) for _ in range(N_THREADS)]
+    sequential = [cylstm.lstm(x, *w, h0, c0) for x, h0, c0 in jobs]
+    concurrent = _run_concurrently(lambda j: cylstm.lstm(j[0], *w, j[1], j[2]), jobs)
+    for got, exp in zip(concurrent, sequential):
+        for a, b in zip(got, exp):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_different_models_many_threads(rng):
+    models = [cylstm.LSTM(6, 10 + i, dtype=[np.float32, np.float64][i % 2], seed=i,
+                          batch_first=bool(i % 3 == 0)) for i in range(N_THREADS)]
+    xs = [rng.standard_normal((40, 3, 6)) for _ in models]
+    sequential = [m(x) for m, x in zip(models, xs)]
+    concurrent = _run_concurrently(lambda i: models[i](xs[i]), list(range(N_THREADS)))
+    for (out, (h, c)), (e_out, (e_h, e_c)) in zip(concurrent, sequential):
+        np.testing.assert_array_equal(out, e_out)
+        np.testing.assert_array_equal(c, e_c)
+
+
+def test_kernel_releases_the_gil():
+    """A pure-Python thread keeps running while one long forward call is in progress: the
+    longest pause it sees during the call is a small part of the call (GIL held: ~all)."""
+    model = cylstm.LSTM(32, 128, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((20000, 1, 32))
+    model(x[:10])  # warm up
+
+    gaps = []            # (t_prev, t_now) for every pause of the spinner longer than 1 ms
+    stop = threading.Event()
+    started = threading.Event()
+
+    def spin():
+        prev = time.perf_counter()
+        started.set()
+        while not stop.is_set():
+            now = time.perf_counter()
+            if now - prev > 1e-3:
+                gaps.append((prev, now))
+            prev = now
+        gaps.append((prev, float("inf")))   # sentinel: the spinner's last sign of life
+
+    th = threading.Thread(target=spin)
+    th.start()
+    try:
+        started.wait(10)
+        time.sleep(0.02)
+        start = time.perf_counter()
+        out, _ = model(x)
+        end = time.perf_counter()
+    finally:
+        stop.set()
+        th.join()
+    elapsed = end - start
+    assert out.shape == (20000, 1, 128) and np.isfinite(out).all()
+    assert np.abs(out).max() > 1e-3
+    assert elapsed > 0.05, elapsed   # long enough to tell the two cases apart
+    longest = max((min(b, end) - max(a, start) for a, b in gaps if b > start and a < end),
+                  default=0.0)
+    assert longest < 0.5 * elapsed, (longest, elapsed)
