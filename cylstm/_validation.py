@@ -93,3 +93,18 @@ def as_kernel_array(array, dtype):
             and array.ctypes.data % ALIGNMENT == 0):
         return array
     return aligned_copy(array, dtype)
+
+
+def as_lengths(lengths, batch, steps):
+    """Per-row sequence lengths as an (B,) intp array, each in [1, T]."""
+    if hasattr(lengths, "detach") and hasattr(lengths, "numpy"):  # a torch tensor
+        lengths = lengths.detach().cpu().numpy()
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    check_shape("lengths", array, (batch,))
+    if batch and (array.min() < 1 or array.max() > steps):
+        raise ValueError(
+            f"lengths must lie in [1, {steps}] (the sequence length T), "
+            f"got values from {array.min()} to {array.max()}")
+    return array.astype(np.intp)

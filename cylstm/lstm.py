@@ -1,8 +1,9 @@
 """The Python face of cylstm: the LSTM class and the functional `lstm`.
 
 Weights are plain ndarrays in PyTorch's layout (gate order i, f, g, o). This
-module validates input, picks the dtype and memory layout, and hands the whole
-sequence to the compiled kernel in cylstm/_lstm.pyx in one call.
+module validates input, picks the dtype and memory layout, and walks layers
+and directions; each (layer, direction) is one call of the compiled kernel in
+cylstm/_lstm.pyx that runs the whole sequence.
 """
 import numpy as np
 
@@ -10,11 +11,14 @@ from . import _lstm
 from ._validation import (
     aligned_copy,
     as_kernel_array,
+    as_lengths,
     as_real_array,
     check_dtype,
     check_shape,
     check_size,
 )
+
+PADDING_MODES = ("zeros", "carry")
 
 
 def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
@@ -52,112 +56,206 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
     x = as_real_array("x", x, dtype)
     unbatched = _check_input(x, input_size)
     state_shape = (hidden_size,) if unbatched else (x.shape[1], hidden_size)
-    h0 = _initial_state("h0", h0, state_shape, dtype)
-    c0 = _initial_state("c0", c0, state_shape, dtype)
+    h = _initial_state("h0", h0, state_shape, dtype).reshape(-1, hidden_size)
+    c = _initial_state("c0", c0, state_shape, dtype).reshape(-1, hidden_size)
+    x_time_major = np.ascontiguousarray(x[:, None, :] if unbatched else x)
+    output = np.empty(x_time_major.shape[:2] + (hidden_size,), dtype)
+    _lstm.forward_layer(x_time_major, as_kernel_array(weight_ih, dtype),
+                        as_kernel_array(weight_hh, dtype), bias, h, c, output)
     if unbatched:
-        x, h0, c0 = x[:, None, :], h0[None], c0[None]
-
-    output, h_n, c_n = _run_layer(x, weight_ih, weight_hh, bias, h0, c0, batch_first=False)
-    if unbatched:
-        return output[:, 0], h_n[0], c_n[0]
-    return output, h_n, c_n
+        return output[:, 0], h[0], c[0]
+    return output, h, c
 
 
 class LSTM:
-    """A single-layer LSTM with torch.nn.LSTM's semantics, on NumPy arrays.
+    """A multi-layer LSTM with torch.nn.LSTM's semantics, on NumPy arrays.
 
     Parameters
     ----------
     input_size, hidden_size : int
-        D, the features per time step, and H, the size of the hidden state.
+        D, the features per time step, and H, the size of the cell state.
+    num_layers : int
+        Stacked layers; layer k > 0 reads the output of layer k - 1.
     bias : bool
-        Whether the layer has `bias_ih_l0` and `bias_hh_l0`.
+        Whether the layers have `bias_ih_l{k}` and `bias_hh_l{k}`.
     batch_first : bool
         Input and output are (B, T, features) instead of (T, B, features).
+    bidirectional : bool
+        Each layer also runs backwards; outputs of both directions are
+        concatenated along the feature axis, forward first.
+    proj_size : int
+        If > 0, h_t = W_hr (o_t * tanh(c_t)) has proj_size features (LSTMP).
+    padding : "zeros" or "carry"
+        What a sequence shorter than the batch (see `lengths`) outputs at its
+        padded steps: zeros, like PyTorch's packed sequences and ONNX's
+        sequence_lens, or its last valid output carried forward, like a
+        Keras layer with masking.
     dtype : float32 or float64
         The dtype of the weights and of every computation.
     seed : int, np.random.Generator or None
         Weights start U(-1/sqrt(H), 1/sqrt(H)) from this seed, like torch's.
 
-    Parameters are ndarray attributes named as PyTorch names them:
-    `weight_ih_l0` (4H, D), `weight_hh_l0` (4H, H), `bias_ih_l0` and
-    `bias_hh_l0` (4H,), gate order i, f, g, o. They may be changed in place.
+    Parameters are ndarray attributes named as PyTorch names them, for layer k:
+    `weight_ih_l{k}` (4H, D_k), `weight_hh_l{k}` (4H, H_out), `bias_ih_l{k}`
+    and `bias_hh_l{k}` (4H,), `weight_hr_l{k}` (proj_size, H), with suffix
+    `_reverse` for the backward direction; gate order i, f, g, o; H_out is
+    proj_size if set, else H. They may be changed in place.
     """
 
-    def __init__(self, input_size, hidden_size, *, bias=True, batch_first=False,
-                 dtype=np.float32, seed=None):
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
+                 batch_first=False, bidirectional=False, proj_size=0,
+                 padding="zeros", dtype=np.float32, seed=None):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
+        self.num_layers = check_size("num_layers", num_layers)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \
+                or proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative int, got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
+        self.proj_size = int(proj_size)
+        if padding not in PADDING_MODES:
+            raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
+        self.padding = padding
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
         self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._parameter_shapes().items():
             setattr(self, name, aligned_copy(rng.uniform(-bound, bound, shape), self.dtype))
 
+    # -- structure -------------------------------------------------------
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self):
+        """Features of h per direction: proj_size if set, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+    def _parameter_names(self, layer, direction):
+        """The names of one (layer, direction)'s parameters, in PyTorch's order."""
+        suffix = f"l{layer}" + ("_reverse" if direction else "")
+        names = [f"weight_ih_{suffix}", f"weight_hh_{suffix}"]
+        if self.bias:
+            names += [f"bias_ih_{suffix}", f"bias_hh_{suffix}"]
+        if self.proj_size:
+            names.append(f"weight_hr_{suffix}")
+        return names
+
     def _parameter_shapes(self):
         """{name: shape} of every parameter, in PyTorch's order."""
-        gates = 4 * self.hidden_size
-        shapes = {
-            "weight_ih_l0": (gates, self.input_size),
-            "weight_hh_l0": (gates, self.hidden_size),
-        }
-        if self.bias:
-            shapes["bias_ih_l0"] = (gates,)
-            shapes["bias_hh_l0"] = (gates,)
+        gates, out = 4 * self.hidden_size, self.output_size
+        shapes = {}
+        for layer in range(self.num_layers):
+            inputs = self.input_size if layer == 0 else out * self.num_directions
+            for direction in range(self.num_directions):
+                layer_shapes = [(gates, inputs), (gates, out)]
+                if self.bias:
+                    layer_shapes += [(gates,), (gates,)]
+                if self.proj_size:
+                    layer_shapes.append((self.proj_size, self.hidden_size))
+                shapes.update(zip(self._parameter_names(layer, direction), layer_shapes))
         return shapes
 
-    def __call__(self, x, hx=None):
-        """Run the sequence `x`; return `(output, (h_n, c_n))`.
+    # -- running ---------------------------------------------------------
+
+    def __call__(self, x, hx=None, lengths=None):
+        """Run the sequences `x`; return `(output, (h_n, c_n))`.
 
         x is (T, B, D), (B, T, D) with batch_first, or unbatched (T, D).
-        hx = (h0, c0), each (1, B, H) ((1, H) unbatched), zeros if omitted.
-        output is (T, B, H) ((B, T, H) with batch_first, (T, H) unbatched);
-        h_n and c_n are (1, B, H) ((1, H) unbatched).
+        hx = (h0, c0): h0 (num_layers * num_directions, B, H_out), c0 (...,
+        B, H) (no B axis unbatched); zeros if omitted.
+        lengths (B,) ints in [1, T]: row b is valid for its first lengths[b]
+        steps (any order of lengths). Past its length a row keeps its state
+        and outputs what `padding` says; h_n and c_n are its state after its
+        last valid step; the backward direction starts at its last valid step.
+        output is (T, B, num_directions * H_out) ((B, T, ...) with batch_first,
+        (T, ...) unbatched); h_n, c_n are laid out as h0, c0.
         """
         x = as_real_array("x", x, self.dtype)
         unbatched = _check_input(x, self.input_size)
-        batch = 1 if unbatched else x.shape[0 if self.batch_first else 1]
-        h0, c0 = self._initial_states(hx, batch, unbatched)
         if unbatched:
             x = x[:, None, :]
-        w_ih, w_hh, bias = self._kernel_parameters()
-        batch_first = self.batch_first and not unbatched
-        output, h_n, c_n = _run_layer(x, w_ih, w_hh, bias, h0, c0, batch_first)
+            batch_first = False
+        else:
+            batch_first = self.batch_first
+        x_time_major = x.transpose(1, 0, 2) if batch_first else x
+        steps, batch = x_time_major.shape[:2]
+        if lengths is not None:
+            if unbatched:
+                raise ValueError("lengths applies to batched input; x is unbatched (T, D)")
+            lengths = as_lengths(lengths, batch, steps)
+        h0, c0 = self._initial_states(hx, batch, unbatched)
+        output, h_n, c_n = self._run(x_time_major, h0, c0, lengths, batch_first)
         if unbatched:
-            return output[:, 0], (h_n, c_n)
-        return output, (h_n[None], c_n[None])
+            return output[:, 0], (h_n[:, 0], c_n[:, 0])
+        return output, (h_n, c_n)
+
+    def _run(self, x_time_major, h0, c0, lengths, batch_first):
+        """All layers and directions; x_time_major (T, B, D) may be any view."""
+        steps, batch = x_time_major.shape[:2]
+        width = self.output_size
+        features = self.num_directions * width
+        h_n = np.empty_like(h0)
+        c_n = np.empty_like(c0)
+        layer_input = _kernel_input(x_time_major)
+        for layer in range(self.num_layers):
+            last = layer == self.num_layers - 1
+            output, output_time_major = _new_output(
+                steps, batch, features, self.dtype, batch_first and last, lengths is not None)
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                w_ih, w_hh, bias, w_hr = self._kernel_parameters(layer, direction)
+                h = np.array(h0[index], order="C")  # the kernel updates it in place
+                c = np.array(c0[index], order="C")
+                _lstm.forward_layer(
+                    layer_input, w_ih, w_hh, bias, h, c,
+                    output_time_major[:, :, direction * width:(direction + 1) * width],
+                    w_hr=w_hr, lengths=lengths, reverse=direction == 1)
+                h_n[index], c_n[index] = h, c
+            layer_input = output_time_major
+        if lengths is not None and self.padding == "carry":
+            _carry_last_valid(output_time_major[:, :, :width], lengths)
+        return output, h_n, c_n
 
     def _initial_states(self, hx, batch, unbatched):
-        """(h0, c0) as fresh (B, H) arrays, from hx or zeros."""
-        shape = (batch, self.hidden_size)
+        """(h0, c0), each (layers * directions, B, features), from hx or zeros."""
+        layers = self.num_layers * self.num_directions
+        h_shape = (layers, batch, self.output_size)
+        c_shape = (layers, batch, self.hidden_size)
         if hx is None:
-            return np.zeros(shape, self.dtype), np.zeros(shape, self.dtype)
+            return np.zeros(h_shape, self.dtype), np.zeros(c_shape, self.dtype)
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx must be a tuple (h0, c0), got {type(hx).__name__}")
-        expected = (1, self.hidden_size) if unbatched else (1, batch, self.hidden_size)
         states = []
-        for name, value in zip(("h0", "c0"), hx):
-            state = check_shape(f"hx[{len(states)}] ({name})",
+        for position, (name, value, shape) in enumerate(
+                (("h0", hx[0], h_shape), ("c0", hx[1], c_shape))):
+            expected = (shape[0], shape[2]) if unbatched else shape
+            state = check_shape(f"hx[{position}] ({name})",
                                 as_real_array(name, value, self.dtype), expected)
             states.append(state.reshape(shape))
         return states
 
-    def _kernel_parameters(self):
-        """(w_ih, w_hh, b_ih + b_hh) as aligned contiguous arrays of the model dtype."""
+    def _kernel_parameters(self, layer, direction):
+        """(w_ih, w_hh, b_ih + b_hh, w_hr or None) for the kernel: aligned, contiguous."""
+        names = self._parameter_names(layer, direction)
         shapes = self._parameter_shapes()
-        params = {}
-        for name, shape in shapes.items():
-            value = getattr(self, name)
-            params[name] = check_shape(name, as_real_array(name, value, self.dtype), shape)
-        if self.bias:
-            bias = params["bias_ih_l0"] + params["bias_hh_l0"]
-        else:
-            bias = np.zeros(4 * self.hidden_size, self.dtype)
-        return (as_kernel_array(params["weight_ih_l0"], self.dtype),
-                as_kernel_array(params["weight_hh_l0"], self.dtype),
-                bias)
+        params = []
+        for name in names:
+            value = as_real_array(name, getattr(self, name), self.dtype)
+            params.append(as_kernel_array(check_shape(name, value, shapes[name]), self.dtype))
+        w_ih, w_hh = params[:2]
+        bias = params[2] + params[3] if self.bias else np.zeros(w_ih.shape[0], self.dtype)
+        w_hr = params[-1] if self.proj_size else None
+        return w_ih, w_hh, bias, w_hr
+
+    # -- parameters ------------------------------------------------------
 
     def state_dict(self):
         """Copies of the parameters, {name: ndarray}, in PyTorch's names and order."""
@@ -183,6 +281,16 @@ class LSTM:
         for name, value in loaded.items():
             setattr(self, name, aligned_copy(value, self.dtype))
 
+    def config(self):
+        """The constructor arguments that rebuild this architecture."""
+        return {
+            "input_size": self.input_size, "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers, "bias": self.bias,
+            "batch_first": self.batch_first, "bidirectional": self.bidirectional,
+            "proj_size": self.proj_size, "padding": self.padding,
+            "dtype": self.dtype.name,
+        }
+
     def __getstate__(self):
         return self.__dict__.copy()
 
@@ -194,10 +302,11 @@ class LSTM:
             setattr(self, name, aligned_copy(value, value.dtype))
 
     def __repr__(self):
-        options = "".join(
-            f", {key}={value}" for key, value, default in (
-                ("bias", self.bias, True), ("batch_first", self.batch_first, False))
-            if value != default)
+        defaults = {"num_layers": 1, "bias": True, "batch_first": False,
+                    "bidirectional": False, "proj_size": 0, "padding": "zeros"}
+        config = self.config()
+        options = "".join(f", {key}={config[key]!r}" for key, default in defaults.items()
+                          if config[key] != default)
         return (f"LSTM({self.input_size}, {self.hidden_size}{options}, "
                 f"dtype={self.dtype.name})")
 
@@ -214,11 +323,36 @@ def _check_input(x, input_size):
     return x.ndim == 2
 
 
+def _kernel_input(x_time_major):
+    """x as the kernel reads it: contiguous rows, positive outer strides."""
+    if x_time_major.strides[2] == x_time_major.itemsize and min(x_time_major.strides) >= 0:
+        return x_time_major
+    return np.ascontiguousarray(x_time_major)
+
+
+def _new_output(steps, batch, features, dtype, batch_first, zero_padding):
+    """(output in the user's layout, its (T, B, F) view); zeroed when rows are padded."""
+    allocate = np.zeros if zero_padding else np.empty
+    if batch_first:
+        output = allocate((batch, steps, features), dtype)
+        return output, output.transpose(1, 0, 2)
+    output = allocate((steps, batch, features), dtype)
+    return output, output
+
+
+def _carry_last_valid(output_time_major, lengths):
+    """Past each row's length, repeat its last valid output (Keras masking)."""
+    steps = output_time_major.shape[0]
+    for row, length in enumerate(lengths):
+        if length < steps:
+            output_time_major[length:, row] = output_time_major[length - 1, row]
+
+
 def _initial_state(name, value, shape, dtype):
     """A fresh, writable copy of a state argument, or zeros."""
     if value is None:
         return np.zeros(shape, dtype)
-    return check_shape(name, as_real_array(name, value, dtype), shape)
+    return np.array(check_shape(name, as_real_array(name, value, dtype), shape), order="C")
 
 
 def _combined_bias(bias_ih, bias_hh, gates, dtype):
@@ -228,26 +362,3 @@ def _combined_bias(bias_ih, bias_hh, gates, dtype):
         if value is not None:
             bias += check_shape(name, as_real_array(name, value, dtype), (gates,))
     return bias
-
-
-def _run_layer(x, w_ih, w_hh, bias, h0, c0, batch_first):
-    """Run the kernel on a validated 3-D x; return output, h_n, c_n (B, H).
-
-    x is (T, B, D), or (B, T, D) when batch_first; the output has the same
-    layout. Neither x nor the states passed in are written to.
-    """
-    dtype = w_hh.dtype
-    x = np.ascontiguousarray(x)
-    h = np.array(h0, dtype=dtype, order="C")  # the kernel updates its state in place
-    c = np.array(c0, dtype=dtype, order="C")
-    hidden_size = w_hh.shape[1]
-    if batch_first:
-        batch, steps = x.shape[:2]
-        output = np.empty((batch, steps, hidden_size), dtype)
-        x_time_major, out_time_major = x.transpose(1, 0, 2), output.transpose(1, 0, 2)
-    else:
-        output = np.empty(x.shape[:2] + (hidden_size,), dtype)
-        x_time_major, out_time_major = x, output
-    _lstm.forward_layer(x_time_major, as_kernel_array(w_ih, dtype),
-                        as_kernel_array(w_hh, dtype), bias, h, c, out_time_major)
-    return output, h, c
