@@ -15,6 +15,8 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
         "import it from outside the checkout."
     ) from exc
 
+from .files import load, save
 from .lstm import LSTM, lstm
+from .stream import LSTMStream
 
-__all__ = ["LSTM", "lstm", "__version__"]
+__all__ = ["LSTM", "LSTMStream", "lstm", "load", "save", "__version__"]

@@ -255,6 +255,56 @@ class LSTM:
         w_hr = params[-1] if self.proj_size else None
         return w_ih, w_hh, bias, w_hr
 
+    def stream(self):
+        """A stateful runner: feed the sequence in chunks, get the same outputs.
+
+        See cylstm.stream.LSTMStream. Not for bidirectional models.
+        """
+        from .stream import LSTMStream
+
+        return LSTMStream(self)
+
+    # -- weights from and to other frameworks -----------------------------
+
+    @classmethod
+    def from_torch(cls, source, **config):
+        """From a torch.nn.LSTM, or a state dict of its tensors or arrays.
+
+        See cylstm.torch_io.lstm_from_torch.
+        """
+        from .torch_io import lstm_from_torch
+
+        return lstm_from_torch(source, **config)
+
+    @classmethod
+    def from_onnx(cls, source, dtype=None):
+        """From an ONNX model (path, bytes or ModelProto) with LSTM nodes; needs onnx.
+
+        See cylstm.onnx_io.lstm_from_onnx.
+        """
+        from .onnx_io import lstm_from_onnx
+
+        return lstm_from_onnx(source, dtype=dtype)
+
+    def to_onnx(self, path=None, opset=None):
+        """An ONNX model that onnxruntime runs with this model's results; needs onnx.
+
+        See cylstm.onnx_io.lstm_to_onnx.
+        """
+        from .onnx_io import lstm_to_onnx
+
+        return lstm_to_onnx(self, path, opset=opset)
+
+    @classmethod
+    def from_keras(cls, layer, dtype=None):
+        """From a Keras LSTM layer or a Bidirectional wrapper around one.
+
+        See cylstm.keras_io.lstm_from_keras.
+        """
+        from .keras_io import lstm_from_keras
+
+        return lstm_from_keras(layer, dtype=dtype)
+
     # -- parameters ------------------------------------------------------
 
     def state_dict(self):
