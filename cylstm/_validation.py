@@ -8,8 +8,9 @@ import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Kernel-side weight copies start on a cache line: per-step BLAS time at batch
-# 1 varied up to 1.8x with the alignment of the recurrent weights.
+# Weights are stored starting on a cache line: per-step BLAS time at batch 1
+# varied up to 1.8x with the alignment of the recurrent weights. The kernel
+# copies misaligned ones itself.
 ALIGNMENT = 64
 
 
@@ -85,14 +86,6 @@ def aligned_copy(array, dtype):
     result = buffer[offset:offset + nbytes].view(dtype).reshape(array.shape)
     result[...] = array
     return result
-
-
-def as_kernel_array(array, dtype):
-    """`array` itself when it is already aligned, C-contiguous `dtype`, else an aligned copy."""
-    if (array.dtype == dtype and array.flags.c_contiguous
-            and array.ctypes.data % ALIGNMENT == 0):
-        return array
-    return aligned_copy(array, dtype)
 
 
 def as_lengths(lengths, batch, steps):

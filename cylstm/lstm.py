@@ -10,7 +10,6 @@ import numpy as np
 from . import _lstm
 from ._validation import (
     aligned_copy,
-    as_kernel_array,
     as_lengths,
     as_real_array,
     check_dtype,
@@ -60,8 +59,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
     c = _initial_state("c0", c0, state_shape, dtype).reshape(-1, hidden_size)
     x_time_major = np.ascontiguousarray(x[:, None, :] if unbatched else x)
     output = np.empty(x_time_major.shape[:2] + (hidden_size,), dtype)
-    _lstm.forward_layer(x_time_major, as_kernel_array(weight_ih, dtype),
-                        as_kernel_array(weight_hh, dtype), bias, h, c, output)
+    _lstm.forward_layer(x_time_major, np.ascontiguousarray(weight_ih),
+                        np.ascontiguousarray(weight_hh), bias, h, c, output)
     if unbatched:
         return output[:, 0], h[0], c[0]
     return output, h, c
@@ -243,17 +242,24 @@ class LSTM:
         return states
 
     def _kernel_parameters(self, layer, direction):
-        """(w_ih, w_hh, b_ih + b_hh, w_hr or None) for the kernel: aligned, contiguous."""
-        names = self._parameter_names(layer, direction)
-        shapes = self._parameter_shapes()
+        """(w_ih, w_hh, b_ih + b_hh, w_hr or None) as C-contiguous arrays of the model dtype."""
+        gates, width = 4 * self.hidden_size, self.output_size
+        inputs = self.input_size if layer == 0 else width * self.num_directions
+        shapes = [(gates, inputs), (gates, width)]
+        if self.bias:
+            shapes += [(gates,), (gates,)]
+        if self.proj_size:
+            shapes.append((self.proj_size, self.hidden_size))
         params = []
-        for name in names:
-            value = as_real_array(name, getattr(self, name), self.dtype)
-            params.append(as_kernel_array(check_shape(name, value, shapes[name]), self.dtype))
-        w_ih, w_hh = params[:2]
-        bias = params[2] + params[3] if self.bias else np.zeros(w_ih.shape[0], self.dtype)
-        w_hr = params[-1] if self.proj_size else None
-        return w_ih, w_hh, bias, w_hr
+        for name, shape in zip(self._parameter_names(layer, direction), shapes):
+            value = getattr(self, name)
+            if not (type(value) is np.ndarray and value.dtype == self.dtype
+                    and value.shape == shape and value.flags.c_contiguous):
+                value = np.ascontiguousarray(
+                    check_shape(name, as_real_array(name, value, self.dtype), shape))
+            params.append(value)
+        bias = params[2] + params[3] if self.bias else np.zeros(gates, self.dtype)
+        return params[0], params[1], bias, (params[-1] if self.proj_size else None)
 
     def stream(self):
         """A stateful runner: feed the sequence in chunks, get the same outputs.
