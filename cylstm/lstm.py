@@ -292,14 +292,18 @@ class LSTM:
 
         return lstm_from_onnx(source, dtype=dtype)
 
-    def to_onnx(self, path=None, opset=None):
+    def to_onnx(self, path=None, opset=None, *, sequence_lens=True, initial_state=False):
         """An ONNX model that onnxruntime runs with this model's results; needs onnx.
 
-        See cylstm.onnx_io.lstm_to_onnx.
+        Graph inputs X and (unless sequence_lens=False) sequence_lens (B,)
+        int32, plus initial_h/initial_c with initial_state=True; outputs Y
+        shaped like this model's output, Y_h and Y_c like h_n and c_n. See
+        cylstm.onnx_io.lstm_to_onnx.
         """
         from .onnx_io import lstm_to_onnx
 
-        return lstm_to_onnx(self, path, opset=opset)
+        return lstm_to_onnx(self, path, opset=opset, sequence_lens=sequence_lens,
+                            initial_state=initial_state)
 
     @classmethod
     def from_keras(cls, layer, dtype=None):

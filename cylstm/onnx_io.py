@@ -1,0 +1,672 @@
+"""ONNX interop: read an ONNX LSTM graph into cylstm.LSTM, write one, run with ONNX's shapes.
+
+ONNX's LSTM operator is one layer with a direction axis: W (dirs, 4H, D), R (dirs, 4H, H),
+B (dirs, 8H) = [Wb, Rb], gate blocks in the order i, o, f, c. cylstm (like PyTorch) keeps one
+(4H, ...) array per direction with gates i, f, g, o (g is ONNX's c). The gate blocks are
+reordered once, when a model is read or written.
+
+`onnx` is imported inside the functions that need it, so `import cylstm` never does;
+`run_onnx_semantics` needs nothing but NumPy.
+
+onnxruntime (1.32, CPU) runs its LSTM in float32 only and only with layout=0, so
+`lstm_to_onnx` always writes layout=0 nodes; a batch_first model gets Transposes around them.
+"""
+import os
+
+import numpy as np
+
+__all__ = ["lstm_from_onnx", "lstm_to_onnx", "run_onnx_semantics"]
+
+# Gate block k of one layout is block ORDER[k] of the other.
+_TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)  # i, f, g(=c), o  taken from  i, o, f, c
+_ONNX_GATES_FROM_TORCH = (0, 3, 1, 2)  # i, o, f, c      taken from  i, f, g, o
+
+_DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
+_KNOWN_ATTRIBUTES = {"hidden_size", "direction", "layout", "activations", "activation_alpha",
+                     "activation_beta", "clip", "input_forget"}
+_LSTM_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
+_DEFAULT_OPSET = 17
+_MIN_OPSET = 14  # LSTM-14 is the version that knows `layout`
+
+
+# -- shared helpers ------------------------------------------------------------------------
+
+def _import_onnx(caller):
+    """The onnx module, or an ImportError that says what needs it and how to get it."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError(
+            f"{caller} needs the optional package `onnx`: pip install onnx "
+            f"(or pip install 'cylstm[onnx]')") from exc
+    return onnx
+
+
+def _reorder_gates(array, order):
+    """Permute the four gate blocks of `array` along axis 0 (length 4H)."""
+    blocks = np.split(np.asarray(array), 4, axis=0)
+    return np.concatenate([blocks[k] for k in order], axis=0)
+
+
+def _suffix(layer, direction):
+    return f"l{layer}" + ("_reverse" if direction else "")
+
+
+# -- reading -------------------------------------------------------------------------------
+
+def lstm_from_onnx(path_or_model, dtype=None):
+    """Build a cylstm.LSTM from the LSTM node(s) of an ONNX model.
+
+    Parameters
+    ----------
+    path_or_model : str, os.PathLike, bytes or onnx.ModelProto
+        An .onnx file, its serialized bytes, or a loaded model.
+    dtype : float32 or float64, optional
+        The model dtype; by default float64 if the weights are float64, else float32.
+
+    One LSTM node gives a one-layer model; a chain of LSTM nodes, each reading the previous
+    one's Y after the usual reshape (Transpose [0, 2, 1, 3] + Reshape [0, 0, -1] as written by
+    `lstm_to_onnx`, or Squeeze of the direction axis for a forward LSTM), gives a stacked one.
+    A Transpose [1, 0, 2] in front of the first node, or layout=1, makes it batch_first.
+    Nodes that are not LSTMs are ignored: the result is the LSTM part of the graph. The
+    weights must be constants (initializers or Constant nodes). B may be absent (zero biases;
+    the model still has bias=True). initial_h, initial_c and sequence_lens are run-time
+    inputs: pass them as `hx` and `lengths`.
+
+    Raises NotImplementedError for what cylstm does not compute: direction="reverse" alone,
+    peepholes (a non-zero P), clip, input_forget=1, activations other than
+    Sigmoid, Tanh, Tanh, and a constant non-zero initial state. Raises ValueError for graphs
+    it cannot map (no LSTM node, weights that are graph inputs, LSTM nodes that are not one
+    chain, inconsistent layers).
+    """
+    from .lstm import LSTM  # here, so that lstm.py may import this module at its top
+
+    onnx = _import_onnx("lstm_from_onnx")
+    graph = _Graph(onnx, _as_model_proto(onnx, path_or_model).graph)
+    chain = _lstm_chain(graph)
+    layers = [_read_lstm_node(node, graph) for node in chain]
+    first = layers[0]
+    _check_layers_agree(layers)
+    batch_first = (first["layout"] == 1) != _input_is_transposed(chain[0], graph)
+    if dtype is None:
+        dtype = np.float64 if first["W"].dtype == np.float64 else np.float32
+    model = LSTM(first["W"].shape[2], first["hidden_size"], len(layers), bias=True,
+                 batch_first=batch_first, bidirectional=first["bidirectional"],
+                 dtype=dtype, seed=0)
+    state = {}
+    for index, layer in enumerate(layers):
+        state.update(_layer_state_dict(index, layer["W"], layer["R"], layer["B"]))
+    model.load_state_dict(state)
+    return model
+
+
+def _as_model_proto(onnx, source):
+    """An onnx.ModelProto from a path, serialized bytes or a ModelProto."""
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return onnx.load_model_from_string(bytes(source))
+    if isinstance(source, (str, os.PathLike)):
+        return onnx.load(os.fspath(source))
+    raise TypeError(
+        "path_or_model must be a path (str or os.PathLike), bytes or an onnx.ModelProto, "
+        f"got {type(source).__name__}")
+
+
+class _Graph:
+    """Look-ups over the top-level graph: producers, constants, graph inputs."""
+
+    def __init__(self, onnx, graph):
+        self.onnx = onnx
+        self.nodes = list(graph.node)
+        self.producers = {name: node for node in self.nodes for name in node.output if name}
+        self.initializers = {tensor.name: tensor for tensor in graph.initializer}
+        self.constant_nodes = {node.output[0]: node for node in self.nodes
+                               if _is_op(node, "Constant") and node.output}
+        # Old exporters (IR < 4) list every initializer as a graph input too; those count
+        # as constants, so only inputs without an initializer are run-time inputs.
+        self.runtime_inputs = {value.name for value in graph.input} - set(self.initializers)
+
+    def is_constant(self, name):
+        return name in self.initializers or name in self.constant_nodes
+
+    def constant(self, name, role):
+        """The value of a constant tensor, or a ValueError naming `role` and why not."""
+        from onnx import numpy_helper
+
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        if name in self.constant_nodes:
+            return _constant_node_value(self.onnx, self.constant_nodes[name])
+        if name in self.runtime_inputs:
+            raise ValueError(
+                f"{role} ({name!r}) is a graph input, not a constant: cylstm needs the "
+                "weights stored in the model (as initializers or Constant nodes)")
+        if name in self.producers:
+            raise ValueError(
+                f"{role} ({name!r}) is computed by a {self.producers[name].op_type} node; "
+                "cylstm needs constant weights (fold the constants in the graph first)")
+        raise ValueError(f"{role} ({name!r}) is not defined anywhere in the graph")
+
+    def source(self, name):
+        """The tensor `name` copies through Identity nodes (`name` itself if none)."""
+        node = self.producers.get(name)
+        while node is not None and _is_op(node, "Identity"):
+            name = node.input[0]
+            node = self.producers.get(name)
+        return name
+
+    def producer_skipping_identity(self, name):
+        """The node that makes `name`, looking through Identity nodes; None for inputs."""
+        return self.producers.get(self.source(name))
+
+
+def _is_op(node, op_type):
+    return node.op_type == op_type and node.domain in ("", "ai.onnx")
+
+
+def _constant_node_value(onnx, node):
+    """The ndarray a Constant node makes (value, value_float(s) or value_int(s))."""
+    from onnx import numpy_helper
+
+    for attribute in node.attribute:
+        value = onnx.helper.get_attribute_value(attribute)
+        if attribute.name == "value":
+            return numpy_helper.to_array(value)
+        if attribute.name in ("value_float", "value_floats"):
+            return np.array(value, dtype=np.float32)
+        if attribute.name in ("value_int", "value_ints"):
+            return np.array(value, dtype=np.int64)
+    raise ValueError(f"Constant node {_describe(node)} has no numeric value cylstm can read")
+
+
+def _describe(node):
+    return repr(node.name) if node.name else f"({node.op_type} -> {list(node.output)})"
+
+
+def _node_attributes(onnx, node):
+    """{name: value} with strings decoded."""
+    attributes = {}
+    for attribute in node.attribute:
+        value = onnx.helper.get_attribute_value(attribute)
+        if isinstance(value, bytes):
+            value = value.decode()
+        elif isinstance(value, list):
+            value = [v.decode() if isinstance(v, bytes) else v for v in value]
+        attributes[attribute.name] = value
+    return attributes
+
+
+def _read_lstm_node(node, graph):
+    """One LSTM node as {hidden_size, bidirectional, layout, W, R, B, sequence_lens}."""
+    where = f"LSTM node {_describe(node)}"
+    attributes = _node_attributes(graph.onnx, node)
+    bidirectional = _read_direction(attributes, where)
+    _refuse_unsupported_attributes(attributes, bidirectional, where)
+    inputs = dict(zip(_LSTM_INPUTS, list(node.input) + [""] * len(_LSTM_INPUTS)))
+    _refuse_peepholes(inputs["P"], graph, where)
+    for name in ("initial_h", "initial_c"):
+        _refuse_constant_state(inputs[name], name, graph, where)
+    layout = attributes.get("layout", 0)
+    if layout not in (0, 1):
+        raise ValueError(f"{where}: layout must be 0 or 1, got {layout!r}")
+    W = graph.constant(inputs["W"], f"{where} input W")
+    R = graph.constant(inputs["R"], f"{where} input R")
+    B = graph.constant(inputs["B"], f"{where} input B") if inputs["B"] else None
+    hidden_size = _check_weight_shapes(W, R, B, bidirectional, attributes, where)
+    return dict(hidden_size=hidden_size, bidirectional=bidirectional, layout=layout,
+                W=W, R=R, B=B, sequence_lens=inputs["sequence_lens"], where=where)
+
+
+def _read_direction(attributes, where):
+    """True for bidirectional, False for forward; reverse-only is not a cylstm model."""
+    direction = attributes.get("direction", "forward")
+    if direction == "reverse":
+        raise NotImplementedError(
+            f"{where}: direction='reverse' (a backward-only LSTM) is not supported; cylstm "
+            "runs forward or bidirectional layers (reverse the sequence yourself and use a "
+            "forward model)")
+    if direction not in ("forward", "bidirectional"):
+        raise ValueError(
+            f"{where}: direction must be 'forward', 'reverse' or 'bidirectional', "
+            f"got {direction!r}")
+    return direction == "bidirectional"
+
+
+def _refuse_unsupported_attributes(attributes, bidirectional, where):
+    """NotImplementedError for the LSTM variants cylstm does not compute."""
+    unknown = set(attributes) - _KNOWN_ATTRIBUTES
+    if unknown:
+        raise ValueError(f"{where}: unknown LSTM attribute(s) {sorted(unknown)}")
+    if "clip" in attributes:
+        raise NotImplementedError(
+            f"{where}: cell clipping (attribute clip={attributes['clip']}) is not supported")
+    if attributes.get("input_forget", 0):
+        raise NotImplementedError(
+            f"{where}: coupled input and forget gates (input_forget=1) are not supported")
+    if "activations" in attributes:
+        given = tuple(name.lower() for name in attributes["activations"])
+        if given != _DEFAULT_ACTIVATIONS * (2 if bidirectional else 1):
+            raise NotImplementedError(
+                f"{where}: activations {attributes['activations']} are not supported; cylstm "
+                "computes the default Sigmoid, Tanh, Tanh (per direction)")
+    # activation_alpha/beta only parameterise activations such as LeakyRelu; Sigmoid and
+    # Tanh take none, so with the default activations they change nothing.
+
+
+def _refuse_peepholes(name, graph, where):
+    """NotImplementedError for a peephole input P, unless it is a constant of zeros."""
+    if not name:
+        return
+    if graph.is_constant(name) and not np.any(graph.constant(name, f"{where} input P")):
+        return  # all-zero peepholes are no peepholes
+    raise NotImplementedError(
+        f"{where}: peephole connections (input P) are not supported")
+
+
+def _refuse_constant_state(name, role, graph, where):
+    """A constant non-zero initial state cannot live in a cylstm model (hx is per call)."""
+    if name and graph.is_constant(name) and np.any(graph.constant(name, f"{where} {role}")):
+        raise NotImplementedError(
+            f"{where}: a constant non-zero {role} is not supported; cylstm models keep no "
+            "initial state: pass it as hx when calling the model")
+
+
+def _check_weight_shapes(W, R, B, bidirectional, attributes, where):
+    """Check W, R, B against each other and hidden_size; return hidden_size."""
+    directions = 2 if bidirectional else 1
+    for name, array in (("W", W), ("R", R)) + ((("B", B),) if B is not None else ()):
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"{where}: {name} must be floating point, got {array.dtype}")
+    if R.ndim != 3 or R.shape[0] != directions or R.shape[1] != 4 * R.shape[2] \
+            or R.shape[2] == 0:
+        raise ValueError(
+            f"{where}: R must have shape (num_directions={directions}, 4*hidden_size, "
+            f"hidden_size), got {R.shape}")
+    hidden_size = R.shape[2]
+    if attributes.get("hidden_size", hidden_size) != hidden_size:
+        raise ValueError(
+            f"{where}: attribute hidden_size={attributes['hidden_size']} does not match "
+            f"R's shape {R.shape}")
+    if W.ndim != 3 or W.shape[:2] != (directions, 4 * hidden_size) or W.shape[2] == 0:
+        raise ValueError(
+            f"{where}: W must have shape ({directions}, {4 * hidden_size}, input_size), "
+            f"got {W.shape}")
+    if B is not None and B.shape != (directions, 8 * hidden_size):
+        raise ValueError(
+            f"{where}: B must have shape ({directions}, {8 * hidden_size}), got {B.shape}")
+    return hidden_size
+
+
+def _layer_state_dict(layer, W, R, B=None):
+    """cylstm/PyTorch parameters of one layer from ONNX's W, R and optional B."""
+    state = {}
+    for direction in range(W.shape[0]):
+        suffix = _suffix(layer, direction)
+        state[f"weight_ih_{suffix}"] = _reorder_gates(W[direction], _TORCH_GATES_FROM_ONNX)
+        state[f"weight_hh_{suffix}"] = _reorder_gates(R[direction], _TORCH_GATES_FROM_ONNX)
+        if B is None:
+            w_bias = r_bias = np.zeros(W.shape[1], W.dtype)
+        else:
+            w_bias, r_bias = np.split(B[direction], 2)
+        state[f"bias_ih_{suffix}"] = _reorder_gates(w_bias, _TORCH_GATES_FROM_ONNX)
+        state[f"bias_hh_{suffix}"] = _reorder_gates(r_bias, _TORCH_GATES_FROM_ONNX)
+    return state
+
+
+def _lstm_chain(graph):
+    """The LSTM nodes ordered as stacked layers, or a ValueError if they are not a chain."""
+    nodes = [node for node in graph.nodes if _is_op(node, "LSTM")]
+    if not nodes:
+        raise ValueError("the ONNX graph has no LSTM node (only the top-level graph is read)")
+    if len(nodes) == 1:
+        return nodes
+    by_y = {node.output[0]: index for index, node in enumerate(nodes)
+            if node.output and node.output[0]}
+    below = [_stacked_on(node, graph, nodes, by_y) for node in nodes]
+    above = {}
+    for index, previous in enumerate(below):
+        if previous is not None:
+            if previous in above:
+                raise ValueError(
+                    f"LSTM node {_describe(nodes[previous])} feeds two LSTM nodes; cylstm maps "
+                    "only a single chain of stacked layers")
+            above[previous] = index
+    bottoms = [index for index, previous in enumerate(below) if previous is None]
+    if len(bottoms) != 1:
+        raise ValueError(
+            f"the graph has {len(nodes)} LSTM nodes that are not one chain of stacked layers "
+            f"({len(bottoms)} of them read no other LSTM's output through the Transpose + "
+            "Reshape (or Squeeze) that lstm_to_onnx writes); cylstm cannot map it")
+    order = [bottoms[0]]
+    while order[-1] in above:
+        order.append(above[order[-1]])
+    return [nodes[index] for index in order]
+
+
+def _stacked_on(node, graph, nodes, by_y):
+    """Index of the LSTM node whose Y this node reads as (T, B, dirs*H) input, else None.
+
+    Recognised: Reshape(Transpose(Y, [0, 2, 1, 3]), [0, 0, -1 or dirs*H]) for layout 0,
+    Reshape(Y, [0, 0, ...]) for layout 1, and Squeeze of the direction axis of a forward Y.
+    """
+    producer = graph.producer_skipping_identity(node.input[0])
+    if producer is None:
+        return None
+    if _is_op(producer, "Reshape") and _merges_last_two_axes(producer, graph):
+        data = graph.producer_skipping_identity(producer.input[0])
+        if data is not None and _is_op(data, "Transpose") \
+                and _permutation(data, graph) == [0, 2, 1, 3]:
+            return _lstm_with_y(data.input[0], graph, nodes, by_y, layouts=(0,))
+        return _lstm_with_y(producer.input[0], graph, nodes, by_y, layouts=(1,))
+    if _is_op(producer, "Squeeze"):
+        axes = _squeeze_axes(producer, graph)
+        for layout, axis in ((0, 1), (1, 2)):
+            if axes in ([axis], [axis - 4]):
+                index = _lstm_with_y(producer.input[0], graph, nodes, by_y, layouts=(layout,))
+                if index is not None and _node_direction(nodes[index], graph) == "forward":
+                    return index
+    return None
+
+
+def _lstm_with_y(name, graph, nodes, by_y, layouts):
+    """Index of the LSTM node whose Y output is `name` (through Identity), if its layout fits."""
+    name = graph.source(name)
+    producer = graph.producers.get(name)
+    if producer is None or not _is_op(producer, "LSTM") or name not in by_y:
+        return None  # not an LSTM's Y (Y_h, Y_c or anything else)
+    attributes = _node_attributes(graph.onnx, producer)
+    if attributes.get("layout", 0) not in layouts:
+        return None
+    return by_y[name]
+
+
+def _node_direction(node, graph):
+    return _node_attributes(graph.onnx, node).get("direction", "forward")
+
+
+def _permutation(transpose, graph):
+    return list(_node_attributes(graph.onnx, transpose).get("perm", []))
+
+
+def _merges_last_two_axes(reshape, graph):
+    """Whether a Reshape keeps the first two axes (shape [0, 0, n]) and merges the rest."""
+    if _node_attributes(graph.onnx, reshape).get("allowzero", 0) or len(reshape.input) < 2 \
+            or not graph.is_constant(reshape.input[1]):
+        return False
+    shape = graph.constant(reshape.input[1], "Reshape shape").tolist()
+    return len(shape) == 3 and shape[:2] == [0, 0] and (shape[2] == -1 or shape[2] > 0)
+
+
+def _squeeze_axes(squeeze, graph):
+    """A Squeeze's axes: an attribute up to opset 12, a constant input from opset 13."""
+    attributes = _node_attributes(graph.onnx, squeeze)
+    if "axes" in attributes:
+        return list(attributes["axes"])
+    if len(squeeze.input) > 1 and squeeze.input[1] and graph.is_constant(squeeze.input[1]):
+        return np.atleast_1d(graph.constant(squeeze.input[1], "Squeeze axes")).tolist()
+    return None
+
+
+def _input_is_transposed(first_node, graph):
+    """Whether the first LSTM reads a graph tensor through Transpose [1, 0, 2] (T <-> B)."""
+    producer = graph.producer_skipping_identity(first_node.input[0])
+    return producer is not None and _is_op(producer, "Transpose") \
+        and _permutation(producer, graph) == [1, 0, 2]
+
+
+def _check_layers_agree(layers):
+    """Stacked nodes must share what cylstm.LSTM has once for all layers."""
+    first = layers[0]
+    for index, layer in enumerate(layers[1:], start=1):
+        for key in ("hidden_size", "bidirectional", "layout", "sequence_lens"):
+            if layer[key] != first[key]:
+                raise ValueError(
+                    f"stacked LSTM nodes disagree on {key}: {first['where']} has "
+                    f"{first[key]!r}, {layer['where']} has {layer[key]!r}; cylstm.LSTM needs "
+                    "one value for all layers")
+        expected = (2 if first["bidirectional"] else 1) * first["hidden_size"]
+        if layer["W"].shape[2] != expected:
+            raise ValueError(
+                f"{layer['where']} (layer {index}) has input size {layer['W'].shape[2]}; "
+                f"a stacked layer reads num_directions * hidden_size = {expected} features")
+
+
+# -- writing -------------------------------------------------------------------------------
+
+def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_state=False):
+    """An onnx.ModelProto that computes `model` (and saved to `path` if given).
+
+    One ONNX LSTM node per layer (layout=0, which is what onnxruntime runs), with W, R and
+    B (B only if model.bias) reordered to ONNX's gate order i, o, f, c.
+
+    Graph inputs:
+      X (T, B, input_size), or (B, T, input_size) for a batch_first model; T and B symbolic.
+      sequence_lens (B,) int32, the `lengths` of model(x, lengths=...). It is a required
+        input (onnxruntime requires every declared graph input to be fed): feed
+        np.full(B, T, np.int32) for full-length rows, or pass sequence_lens=False to write
+        a graph without it.
+      initial_h, initial_c (num_layers * num_directions, B, hidden_size), only with
+        initial_state=True: hx of model(x, hx).
+    Graph outputs, as model(...) returns them:
+      Y (T, B, num_directions * hidden_size) ((B, T, ...) batch_first),
+      Y_h, Y_c (num_layers * num_directions, B, hidden_size).
+
+    opset defaults to 17; anything from 14 to what the installed onnx knows is accepted.
+    Float64 models are written as float64 graphs, which are valid ONNX but onnxruntime's
+    CPU LSTM does not run them (it supports float32 only).
+    Raises NotImplementedError for proj_size > 0 (ONNX's LSTM has no projection) and for
+    padding="carry" (ONNX outputs zeros past sequence_lens).
+    """
+    from .lstm import LSTM
+
+    onnx = _import_onnx("lstm_to_onnx")
+    if not isinstance(model, LSTM):
+        raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
+    _check_exportable(model)
+    opset = _check_opset(onnx, opset)
+    graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state))
+    opset_imports = [onnx.helper.make_opsetid("", opset)]
+    proto = onnx.helper.make_model(graph, opset_imports=opset_imports,
+                                   producer_name="cylstm", producer_version=_version())
+    # The oldest IR version that has this opset, so older runtimes load the file too.
+    proto.ir_version = onnx.helper.find_min_ir_version_for(opset_imports)
+    onnx.checker.check_model(proto)
+    if path is not None:
+        onnx.save(proto, os.fspath(path))
+    return proto
+
+
+def _version():
+    from ._version import __version__
+    return __version__
+
+
+def _check_exportable(model):
+    if model.proj_size:
+        raise NotImplementedError(
+            f"proj_size={model.proj_size} (an LSTM with projection, LSTMP) cannot be "
+            "exported: ONNX's LSTM operator has no projection")
+    if model.padding != "zeros":
+        raise NotImplementedError(
+            f"padding={model.padding!r} cannot be exported: ONNX's LSTM outputs zeros past "
+            "sequence_lens (padding='zeros')")
+
+
+def _check_opset(onnx, opset):
+    if opset is None:
+        return _DEFAULT_OPSET
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) \
+            or not _MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset must be an int from {_MIN_OPSET} to {newest} (the newest the installed "
+            f"onnx knows), got {opset!r}")
+    return int(opset)
+
+
+def _onnx_layer_weights(model, layer):
+    """ONNX's W, R and B (None without bias) for one layer of `model`."""
+    W, R, B = [], [], []
+    for direction in range(model.num_directions):
+        suffix = _suffix(layer, direction)
+        params = {name: np.asarray(getattr(model, f"{name}_{suffix}"))
+                  for name in ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh")
+                                                            if model.bias else ())}
+        W.append(_reorder_gates(params["weight_ih"], _ONNX_GATES_FROM_TORCH))
+        R.append(_reorder_gates(params["weight_hh"], _ONNX_GATES_FROM_TORCH))
+        if model.bias:
+            B.append(np.concatenate([_reorder_gates(params["bias_ih"], _ONNX_GATES_FROM_TORCH),
+                                     _reorder_gates(params["bias_hh"], _ONNX_GATES_FROM_TORCH)]))
+    W, R = np.stack(W).astype(model.dtype), np.stack(R).astype(model.dtype)
+    return W, R, (np.stack(B).astype(model.dtype) if B else None)
+
+
+def _build_graph(onnx, model, with_sequence_lens, with_initial_state):
+    """The GraphProto: [Transpose] -> (LSTM -> Transpose -> Reshape) per layer -> [Transpose]."""
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    H, dirs, L = model.hidden_size, model.num_directions, model.num_layers
+    direction = "bidirectional" if model.bidirectional else "forward"
+    nodes = []
+    initializers = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merge_directions")]
+    layer_input = "X"
+    if model.batch_first:  # ONNX Runtime runs layout=0 only: go time-major and back
+        nodes.append(helper.make_node("Transpose", ["X"], ["X_time_major"], perm=[1, 0, 2],
+                                      name="to_time_major"))
+        layer_input = "X_time_major"
+    for layer in range(L):
+        W, R, B = _onnx_layer_weights(model, layer)
+        names = {key: f"{key}_l{layer}" for key in ("W", "R", "B")}
+        initializers += [numpy_helper.from_array(W, names["W"]),
+                         numpy_helper.from_array(R, names["R"])]
+        if B is not None:
+            initializers.append(numpy_helper.from_array(B, names["B"]))
+        states = _layer_initial_states(helper, numpy_helper, nodes, initializers, layer, dirs,
+                                       L) if with_initial_state else ("", "")
+        lstm_inputs = [layer_input, names["W"], names["R"], names["B"] if B is not None else "",
+                       "sequence_lens" if with_sequence_lens else "", *states]
+        while lstm_inputs[-1] == "":  # trailing optional inputs are simply left out
+            lstm_inputs.pop()
+        last = layer == L - 1
+        y_h, y_c = ("Y_h", "Y_c") if L == 1 else (f"Y_h_l{layer}", f"Y_c_l{layer}")
+        nodes.append(helper.make_node("LSTM", lstm_inputs, [f"Y_l{layer}", y_h, y_c],
+                                      name=f"lstm_l{layer}", hidden_size=H,
+                                      direction=direction, layout=0))
+        # (T, dirs, B, H) -> (T, B, dirs, H) -> (T, B, dirs * H): cylstm's output layout
+        nodes.append(helper.make_node("Transpose", [f"Y_l{layer}"], [f"Y_l{layer}_TBdH"],
+                                      perm=[0, 2, 1, 3], name=f"directions_last_l{layer}"))
+        layer_output = "Y" if last and not model.batch_first else f"output_l{layer}"
+        nodes.append(helper.make_node("Reshape", [f"Y_l{layer}_TBdH", "merge_directions"],
+                                      [layer_output], name=f"merge_directions_l{layer}"))
+        layer_input = layer_output
+    if model.batch_first:
+        nodes.append(helper.make_node("Transpose", [layer_input], ["Y"], perm=[1, 0, 2],
+                                      name="to_batch_first"))
+    if L > 1:
+        for name in ("Y_h", "Y_c"):
+            nodes.append(helper.make_node("Concat", [f"{name}_l{k}" for k in range(L)], [name],
+                                          axis=0, name=f"concat_{name}"))
+
+    inputs, outputs = _graph_inputs_and_outputs(onnx, model, with_sequence_lens,
+                                                with_initial_state)
+    return helper.make_graph(nodes, "cylstm_lstm", inputs, outputs, initializers,
+                             doc_string=f"cylstm {model!r}")
+
+
+def _graph_inputs_and_outputs(onnx, model, with_sequence_lens, with_initial_state):
+    """Value infos with symbolic T and B, laid out as model(...) takes and returns them."""
+    value_info = onnx.helper.make_tensor_value_info
+    element = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(model.dtype))
+    sequence_axes = ["B", "T"] if model.batch_first else ["T", "B"]
+    state_shape = [model.num_layers * model.num_directions, "B", model.hidden_size]
+    inputs = [value_info("X", element, sequence_axes + [model.input_size])]
+    if with_sequence_lens:
+        inputs.append(value_info("sequence_lens", onnx.TensorProto.INT32, ["B"]))
+    if with_initial_state:
+        inputs += [value_info(name, element, state_shape) for name in ("initial_h", "initial_c")]
+    outputs = [value_info("Y", element,
+                          sequence_axes + [model.num_directions * model.hidden_size]),
+               value_info("Y_h", element, state_shape), value_info("Y_c", element, state_shape)]
+    return inputs, outputs
+
+
+def _layer_initial_states(helper, numpy_helper, nodes, initializers, layer, dirs, layers):
+    """Names of this layer's (dirs, B, H) slices of initial_h and initial_c."""
+    if layers == 1:
+        return "initial_h", "initial_c"
+    starts, ends, axes = f"state_start_l{layer}", f"state_end_l{layer}", "state_axis"
+    initializers += [numpy_helper.from_array(np.array([layer * dirs], np.int64), starts),
+                     numpy_helper.from_array(np.array([(layer + 1) * dirs], np.int64), ends)]
+    if layer == 0:
+        initializers.append(numpy_helper.from_array(np.array([0], np.int64), axes))
+    names = []
+    for state in ("initial_h", "initial_c"):
+        name = f"{state}_l{layer}"
+        nodes.append(helper.make_node("Slice", [state, starts, ends, axes], [name],
+                                      name=f"slice_{name}"))
+        names.append(name)
+    return tuple(names)
+
+
+# -- running with ONNX's shapes ------------------------------------------------------------
+
+def run_onnx_semantics(model, X, sequence_lens=None, initial_h=None, initial_c=None):
+    """Run a one-layer `model` as ONNX's LSTM operator would: (Y, Y_h, Y_c) in ONNX layouts.
+
+    A drop-in for an onnxruntime session over one LSTM node; layout is 1 if
+    model.batch_first, else 0:
+      X          layout 0: (T, B, D)              layout 1: (B, T, D)
+      initial_h, initial_c, Y_h, Y_c
+                 layout 0: (dirs, B, H)           layout 1: (B, dirs, H)
+      Y          layout 0: (T, dirs, B, H)        layout 1: (B, T, dirs, H)
+    sequence_lens (B,) ints in [1, T]; Y is zero past each row's length. A missing
+    initial_h or initial_c is zeros. Needs only NumPy.
+    """
+    if model.num_layers != 1:
+        raise ValueError(
+            f"run_onnx_semantics runs one ONNX LSTM node, i.e. a one-layer model; this model "
+            f"has num_layers={model.num_layers}")
+    if model.proj_size:
+        raise NotImplementedError(
+            f"proj_size={model.proj_size}: ONNX's LSTM operator has no projection")
+    layout = 1 if model.batch_first else 0
+    if np.ndim(X) != 3:
+        raise ValueError(f"X must be 3-D ({'B, T' if layout else 'T, B'}, input_size), got "
+                         f"shape {np.shape(X)}")
+    batch = np.shape(X)[0 if layout else 1]
+    dirs, H = model.num_directions, model.hidden_size
+    hx = _onnx_initial_state(initial_h, initial_c, layout, dirs, batch, H)
+    output, (h_n, c_n) = model(X, hx, lengths=sequence_lens)
+    per_direction = output.reshape(output.shape[:2] + (dirs, H))
+    if sequence_lens is not None and model.padding != "zeros":
+        _zero_past_lengths(per_direction, sequence_lens, layout)
+    if layout == 0:
+        return (np.ascontiguousarray(per_direction.transpose(0, 2, 1, 3)), h_n, c_n)
+    return (per_direction, np.ascontiguousarray(h_n.transpose(1, 0, 2)),
+            np.ascontiguousarray(c_n.transpose(1, 0, 2)))
+
+
+def _onnx_initial_state(initial_h, initial_c, layout, dirs, batch, H):
+    """hx = (h0, c0) in cylstm's (dirs, B, H) from ONNX's layout, or None if both are absent."""
+    if initial_h is None and initial_c is None:
+        return None
+    expected = (batch, dirs, H) if layout else (dirs, batch, H)
+    states = []
+    for name, value in (("initial_h", initial_h), ("initial_c", initial_c)):
+        if value is None:
+            states.append(np.zeros((dirs, batch, H)))
+            continue
+        if np.shape(value) != expected:
+            raise ValueError(
+                f"{name} must have shape {expected} for layout={layout}, got {np.shape(value)}")
+        states.append(np.swapaxes(value, 0, 1) if layout else value)
+    return tuple(states)
+
+
+def _zero_past_lengths(per_direction, lengths, layout):
+    """ONNX outputs zeros past sequence_lens (undo padding='carry')."""
+    for row, length in enumerate(np.asarray(lengths)):
+        if layout:
+            per_direction[row, length:] = 0
+        else:
+            per_direction[length:, row] = 0
