@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: build the wheel, install it into a fresh virtual
-# environment with the test extras (torch, onnx, onnxruntime, hypothesis),
-# and run pytest from outside the source tree, so the tests see the installed
-# package and never the checkout.
+# environment with the test extras (torch, onnx, onnxruntime, keras on the
+# torch backend, hypothesis), and run pytest from outside the source tree, so
+# the tests see the installed package and never the checkout.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 VENV="${CYLSTM_TEST_VENV:-${TMPDIR:-/tmp}/cylstm-test-venv}"
@@ -11,7 +11,7 @@ TORCH_SPEC="${CYLSTM_TORCH_SPEC:-torch==2.13.0}"
 
 [ "${CYLSTM_SKIP_BUILD:-0}" = 1 ] || bash "$REPO/ci/build.sh"
 new_venv "$VENV"
-"$VENV/bin/pip" install --quiet "$(the_wheel)" pytest hypothesis threadpoolctl onnx onnxruntime
+"$VENV/bin/pip" install --quiet "$(the_wheel)" pytest hypothesis threadpoolctl onnx onnxruntime keras
 "$VENV/bin/pip" install --quiet ${CYLSTM_TORCH_INDEX:+--extra-index-url "$CYLSTM_TORCH_INDEX"} "$TORCH_SPEC"
 
 cd "$(mktemp -d)"
