@@ -25,6 +25,14 @@ def check_dtype(dtype):
     return resolved
 
 
+def check_flag(name, value):
+    """A bool option; refuses strings and other truthy objects ("false" is not False)."""
+    if not (isinstance(value, (bool, np.bool_))
+            or (isinstance(value, (int, np.integer)) and value in (0, 1))):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_size(name, value):
     """A positive integer size (input_size, hidden_size, ...)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -41,7 +49,12 @@ def as_real_array(name, value, dtype):
     Refuses complex, string and other non-numeric input with a TypeError.
     """
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        value = value.detach().cpu().numpy()
+        try:
+            value = value.detach().cpu().numpy()
+        except (TypeError, RuntimeError) as exc:  # e.g. bfloat16, which NumPy lacks
+            raise TypeError(
+                f"{name} must be an array of real numbers; a {type(value).__name__} "
+                f"of dtype {value.dtype} does not convert to NumPy: {exc}") from exc
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as exc:

@@ -26,7 +26,8 @@ Implementations, each one LSTM layer of float32 over the same input and the same
 Every timed call is one whole forward pass over the sequence, from zero initial state. Within one
 (config, threads) cell the implementations are timed round-robin, one call each per repeat, with
 the starting implementation rotated, so that noise from other work on the machine hits them
-alike. The output of each implementation is compared with cylstm's on the warm-up call of every
+alike; before each timed call the process waits (briefly) until the worker threads the previous
+call left spinning have gone idle, so that no library pays for another's threads. The output of each implementation is compared with cylstm's on the warm-up call of every
 cell; one that differs by more than ``TOLERANCE`` is timed but flagged with ``!`` in the table and
 listed in the notes, and ``main()`` exits with status 1.
 
@@ -80,17 +81,20 @@ _SHORT = {"onnxruntime": "ort"}
 # repeats is the time budget over the time of one round (one call of every implementation),
 # clipped to [min, max].
 _POLICY = {
-    "quick": (1, 3, 5, 1.0),
+    "quick": (1, 2, 5, 1.0),
     "full": (2, 15, 30, 8.0),
 }
 
 # A cell during which other processes kept more than this many CPUs busy gets a warning note.
 _BUSY_WARNING = 0.25
 
-# Seconds of sleep before each timed call. Idle BLAS/OpenMP/ONNX Runtime worker threads spin for
-# a moment after a call returns; on a 2-core machine that spinning would be charged to whichever
-# implementation runs next. A short pause lets them go to sleep first.
-_PAUSE = 0.002
+# Before each timed call the process is left to settle: idle worker threads of OpenBLAS keep
+# spinning for about 0.1 s after a call returns (ONNX Runtime's and OpenMP's for less), and on a
+# 2-core machine that spinning would be charged to whichever implementation runs next. So before
+# each timed call we sleep in slices of _SETTLE_SLICE seconds until a slice in which this process
+# used (almost) no CPU, for at most `settle` seconds (run()'s argument, default _SETTLE_MAX).
+_SETTLE_SLICE = 0.005
+_SETTLE_MAX = 0.3
 
 DTYPE = np.float32
 
@@ -392,7 +396,7 @@ def _cpu_snapshot():
     The machine's busy time comes from /proc/stat (Linux); elsewhere it is None.
     """
     wall = time.perf_counter()
-    own = sum(os.times()[:2])
+    own = time.process_time()  # all threads of this process
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()
@@ -413,6 +417,18 @@ def _other_cpu(before, after):
     return round(max(other, 0.0) / wall, 2)
 
 
+def _wait_idle(max_wait, window=0.5):
+    """Wait up to max_wait seconds for a `window` in which other processes use (almost) no CPU."""
+    deadline = time.perf_counter() + max_wait
+    while time.perf_counter() < deadline:
+        before = _cpu_snapshot()
+        time.sleep(window)
+        other = _other_cpu(before, _cpu_snapshot())
+        if other is None or other <= _BUSY_WARNING / 2:
+            return True
+    return False
+
+
 def _max_abs_diff(a, b):
     a = np.asarray(a)
     b = np.asarray(b)
@@ -424,7 +440,22 @@ def _max_abs_diff(a, b):
     return float(d) if np.isfinite(d) else float("inf")
 
 
-def _run_cell(case, threads, impls, policy, repeats=None, pause=_PAUSE):
+def _settle(max_wait):
+    """Sleep until this process's threads are idle; return False if that took over max_wait."""
+    if max_wait <= 0:
+        return True
+    deadline = time.perf_counter() + max_wait
+    while True:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        time.sleep(_SETTLE_SLICE)
+        wall1 = time.perf_counter()
+        if time.process_time() - cpu0 < 0.1 * (wall1 - wall0):
+            return True
+        if wall1 > deadline:
+            return False
+
+
+def _run_cell(case, threads, impls, policy, repeats=None, settle=_SETTLE_MAX):
     """Time `impls` on one case at one thread count; return (rows, notes)."""
     warmups, min_rep, max_rep, budget = policy
     rows = {name: {"impl": name, "median_ms": None, "min_ms": None, "repeats": 0,
@@ -463,6 +494,8 @@ def _run_cell(case, threads, impls, policy, repeats=None, pause=_PAUSE):
                          f"(tolerance {TOLERANCE:g}); its time is flagged with '!'")
     if reference is not None:
         rows["cylstm"]["agrees"] = True
+    elif len(calls) > 0:
+        notes.append("cylstm produced no output, so no output was checked")
     del outputs
 
     if repeats is None:
@@ -470,6 +503,7 @@ def _run_cell(case, threads, impls, policy, repeats=None, pause=_PAUSE):
         repeats = min(max(repeats, min_rep), max_rep)
     order = list(calls)
     times = {name: [] for name in order}
+    unsettled = 0
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -479,8 +513,8 @@ def _run_cell(case, threads, impls, policy, repeats=None, pause=_PAUSE):
             for name in order[k:] + order[:k]:
                 if name not in calls:
                     continue
-                if pause:
-                    time.sleep(pause)
+                if not _settle(settle):
+                    unsettled += 1
                 t0 = time.perf_counter()
                 try:
                     calls[name]()
@@ -494,6 +528,9 @@ def _run_cell(case, threads, impls, policy, repeats=None, pause=_PAUSE):
         if gc_was_enabled:
             gc.enable()
 
+    if unsettled:
+        notes.append(f"{unsettled} timed calls started while threads of this process were still "
+                     f"busy after waiting {settle} s (see 'settle' in cylstm/benchmark.py)")
     for name, ts in times.items():
         if ts:
             rows[name]["median_ms"] = float(np.median(ts)) * 1e3
@@ -511,7 +548,7 @@ def _parse_list(value, kind):
 
 
 def run(configs=None, threads=(1, 2), quick=False, progress=False, impls=None, repeats=None,
-        pause=_PAUSE):
+        settle=_SETTLE_MAX, wait_idle=0):
     """Run the benchmark; return ``{"machine", "settings", "rows", "notes"}``.
 
     Parameters
@@ -522,7 +559,10 @@ def run(configs=None, threads=(1, 2), quick=False, progress=False, impls=None, r
     progress : show a progress bar (tqdm when installed, else one line per cell on stderr)
     impls : iterable of implementation names (``IMPLS``) or None for all that are installed
     repeats : a fixed number of timed repeats per cell instead of the time-budget policy
-    pause : seconds of sleep before each timed call (lets other libraries' idle threads settle)
+    settle : before each timed call, wait up to this many seconds for the worker threads left
+        spinning by the previous call to go idle (0: no wait)
+    wait_idle : before each cell, wait up to this many seconds for other processes on the
+        machine to go quiet (for shared machines; 0: no wait)
 
     Each row is ``{config, T, B, D, H, threads, threads_set, impl, median_ms, min_ms, repeats,
     max_abs_diff, agrees, error}``; ``max_abs_diff`` is against cylstm's output (None for cylstm
@@ -540,8 +580,8 @@ def run(configs=None, threads=(1, 2), quick=False, progress=False, impls=None, r
     unknown = [i for i in impls if i not in IMPLS]
     if unknown:
         raise ValueError(f"unknown implementations {unknown}; choose from {list(IMPLS)}")
-    if "cylstm" not in impls:
-        impls.insert(0, "cylstm")  # the reference for the output check and the ratios
+    # Table order; cylstm always runs, as the reference for the output check and the ratios.
+    impls = [name for name in IMPLS if name in impls or name == "cylstm"]
     policy = _POLICY["quick" if quick else "full"]
     # Load the optional frameworks up front, so that threadpoolctl sees (and limits) the thread
     # pools they bring and the machine description lists them.
@@ -575,9 +615,13 @@ def run(configs=None, threads=(1, 2), quick=False, progress=False, impls=None, r
             elif progress:
                 print(f"cylstm benchmark: config {config} (T={T} B={B} D={D} H={H}), "
                       f"{n} thread(s)", file=sys.stderr, flush=True)
+            if wait_idle > 0:
+                _wait_idle(wait_idle)
             before = _cpu_snapshot()
+            cell_start = time.perf_counter()
             with _ThreadLimit(n) as limit:
-                cell_rows, cell_notes = _run_cell(case, n, impls, policy, repeats, pause)
+                cell_rows, cell_notes = _run_cell(case, n, impls, policy, repeats, settle)
+            cell_seconds = round(time.perf_counter() - cell_start, 2)
             other_cpu = _other_cpu(before, _cpu_snapshot())
             if other_cpu is not None and other_cpu > _BUSY_WARNING:
                 cell_notes.append(f"other processes kept {other_cpu:.2f} CPUs busy during this "
@@ -586,7 +630,8 @@ def run(configs=None, threads=(1, 2), quick=False, progress=False, impls=None, r
                 threads_uncontrolled.add(n)
             for row in cell_rows:
                 rows.append({"config": config, "T": T, "B": B, "D": D, "H": H, "threads": n,
-                             "threads_set": limit.controlled, "other_cpu": other_cpu, **row})
+                             "threads_set": limit.controlled, "other_cpu": other_cpu,
+                             "cell_seconds": cell_seconds, **row})
             notes.extend(f"config {config}, {n} thread(s): {note}" for note in cell_notes)
             if bar is not None:
                 bar.update(1)
@@ -616,7 +661,8 @@ def run(configs=None, threads=(1, 2), quick=False, progress=False, impls=None, r
             "repeats": repeats if repeats is not None else f"{policy[1]}-{policy[2]}",
             "dtype": np.dtype(DTYPE).name,
             "tolerance": TOLERANCE,
-            "pause_s": pause,
+            "settle_max_s": settle,
+            "wait_idle_s": wait_idle,
             "wall_time_s": round(time.perf_counter() - started, 1),
         },
         "rows": rows,
@@ -729,7 +775,8 @@ def format_markdown(result):
                 f"{lib.get('internal_api', '?')} {lib.get('version') or ''} "
                 f"({lib.get('library', '')})".replace("  ", " ") for lib in blas))
         if machine.get("load_average"):
-            out.append(f"- load average at the end: {machine['load_average']}")
+            out.append(f"- load average (1, 5, 15 min) before: "
+                       f"{machine.get('load_average_before')}, after: {machine['load_average']}")
     out += [f"- run: {settings.get('mode', '?')}, {settings.get('dtype', 'float32')}, "
             f"{settings.get('repeats', '?')} repeats per cell, "
             f"{settings.get('wall_time_s', '?')} s", ""]
@@ -768,8 +815,12 @@ def main(argv=None):
                              + ",".join(IMPLS))
     parser.add_argument("--repeats", type=int, default=None,
                         help="fixed number of timed repeats per cell (default: time budget)")
-    parser.add_argument("--pause", type=float, default=_PAUSE, metavar="SECONDS",
-                        help=f"sleep before each timed call (default: {_PAUSE})")
+    parser.add_argument("--settle", type=float, default=_SETTLE_MAX, metavar="SECONDS",
+                        help="before each timed call, wait up to this long for idle worker "
+                             f"threads to stop spinning (default: {_SETTLE_MAX}; 0: no wait)")
+    parser.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                        help="before each cell, wait up to this long for other processes to "
+                             "leave the CPUs idle (for shared machines; default: 0)")
     parser.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="also write a Markdown report")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -778,7 +829,7 @@ def main(argv=None):
     try:
         result = run(configs=args.configs, threads=args.threads, quick=args.quick,
                      progress=not args.no_progress, impls=args.impls, repeats=args.repeats,
-                     pause=args.pause)
+                     settle=args.settle, wait_idle=args.wait_idle)
     except ValueError as exc:
         parser.error(str(exc))
     print(format_table(result))

@@ -13,6 +13,7 @@ from ._validation import (
     as_lengths,
     as_real_array,
     check_dtype,
+    check_flag,
     check_shape,
     check_size,
 )
@@ -117,9 +118,9 @@ class LSTM:
         if padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         self.padding = padding
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
+        self.bias = check_flag("bias", bias)
+        self.batch_first = check_flag("batch_first", batch_first)
+        self.bidirectional = check_flag("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)

@@ -71,4 +71,5 @@ def architecture_of(state_dict):
 
 def _dtype_name(value):
     """'float64', 'float32', ... for an ndarray or a torch tensor, without importing torch."""
-    return str(getattr(value, "dtype", np.asarray(value).dtype)).replace("torch.", "")
+    dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
+    return str(dtype).replace("torch.", "")

@@ -6,8 +6,15 @@ checked by eye against the textbook equations, with PyTorch's layout and gate or
     gates = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh      (4H,) split as i, f, g, o
     i, f, o = sigmoid(.)      g = tanh(.)
     c_t = f * c_{t-1} + i * g
-    h_t = o * tanh(c_t)
+    h_t = o * tanh(c_t)                (with a projection, LSTMP: h_t = W_hr (o * tanh(c_t)))
+
+Variable lengths (PyTorch packed sequences, ONNX sequence_lens): each batch row is its own
+sequence of lengths[b] steps; the reverse direction runs it backwards from its last valid
+step. Past its length a row outputs zeros and its final state is the one after its last
+valid step.
 """
+
+import re
 
 import numpy as np
 
@@ -19,29 +26,51 @@ def sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def lstm_reference(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None):
-    """One LSTM layer, time-major, in float64.
+def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
+    """One time step for one or more rows: x (..., D), h (..., P), c (..., H) -> (h, c)."""
+    gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh  # (..., 4H)
+    i, f, g, o = np.split(gates, 4, axis=-1)
+    i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
+    c = f * c + i * g
+    h = o * np.tanh(c)
+    if w_hr is not None:
+        h = h @ w_hr.T  # (..., P)
+    return h, c
 
-    x (T, B, D); w_ih (4H, D); w_hh (4H, H); b_ih, b_hh (4H,) or None; h0, c0 (B, H) or None.
-    Returns output (T, B, H), h_n (B, H), c_n (B, H), all float64.
+
+def lstm_reference(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=None,
+                   lengths=None, reverse=False):
+    """One LSTM layer, one direction, time-major, in float64.
+
+    x (T, B, D); w_ih (4H, D); w_hh (4H, P); b_ih, b_hh (4H,) or None; h0 (B, P), c0 (B, H)
+    or None; w_hr (P, H) or None (then P = H); lengths (B,) ints in [1, T] or None (all T);
+    reverse: run each row backwards from its last valid step.
+    Returns output (T, B, P) (zeros at padded steps), h_n (B, P), c_n (B, H), all float64.
     """
     x = np.asarray(x, dtype=np.float64)
-    w_ih = np.asarray(w_ih, dtype=np.float64)
-    w_hh = np.asarray(w_hh, dtype=np.float64)
+    f64 = (lambda a: None if a is None else np.asarray(a, dtype=np.float64))  # noqa: E731
+    w_ih, w_hh, w_hr = f64(w_ih), f64(w_hh), f64(w_hr)
     T, B, _ = x.shape
-    H = w_hh.shape[1]
-    b_ih = np.zeros(4 * H) if b_ih is None else np.asarray(b_ih, dtype=np.float64)
-    b_hh = np.zeros(4 * H) if b_hh is None else np.asarray(b_hh, dtype=np.float64)
-    h = np.zeros((B, H)) if h0 is None else np.array(h0, dtype=np.float64)
+    H = w_ih.shape[0] // 4
+    P = w_hh.shape[1]
+    b_ih = np.zeros(4 * H) if b_ih is None else f64(b_ih)
+    b_hh = np.zeros(4 * H) if b_hh is None else f64(b_hh)
+    h = np.zeros((B, P)) if h0 is None else np.array(h0, dtype=np.float64)
     c = np.zeros((B, H)) if c0 is None else np.array(c0, dtype=np.float64)
-    output = np.zeros((T, B, H))
-    for t in range(T):
-        gates = x[t] @ w_ih.T + b_ih + h @ w_hh.T + b_hh  # (B, 4H)
-        i, f, g, o = np.split(gates, 4, axis=1)
-        i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
-        c = f * c + i * g
-        h = o * np.tanh(c)
-        output[t] = h
+    output = np.zeros((T, B, P))
+    if lengths is None and not reverse:
+        # All rows at once: the plain textbook loop.
+        for t in range(T):
+            h, c = lstm_step(x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+            output[t] = h
+        return output, h, c
+    # One row at a time, each over its own steps.
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    for b in range(B):
+        steps = range(lengths[b])
+        for t in (reversed(steps) if reverse else steps):
+            h[b], c[b] = lstm_step(x[t, b], h[b], c[b], w_ih, w_hh, b_ih, b_hh, w_hr)
+            output[t, b] = h[b]
     return output, h, c
 
 
@@ -75,3 +104,62 @@ def reference_module(params, x, hx=None, batch_first=False, dtype=None):
     if batch_first:
         out = out.transpose(1, 0, 2)
     return out, (h_n[None], c_n[None])
+
+
+def reference_model(params, x, hx=None, lengths=None, *, batch_first=False, padding="zeros",
+                    dtype=None):
+    """The whole cylstm.LSTM / torch.nn.LSTM: layers, directions, projection, lengths.
+
+    params: torch's names (weight_ih_l{k}, ..., weight_hr_l{k}, suffix _reverse); the number
+    of layers, the directions and the projection are read off the names.
+    x: (T, B, D), (B, T, D) if batch_first, or unbatched (T, D).
+    hx: None or (h0, c0): (layers * dirs, B, P) and (layers * dirs, B, H), no B unbatched.
+    lengths: None or (B,) ints in [1, T].
+    padding: "zeros", or "carry": the forward direction of the last layer repeats a row's
+    last valid output at its padded steps (the reverse direction stays zero there).
+    dtype: if given, x and hx are first rounded to it, as the model converts its inputs.
+    Returns output (T, B, dirs * P) (laid out as x), (h_n, c_n), all float64.
+    """
+    def cast(a):
+        a = np.asarray(a)
+        return a.astype(dtype) if dtype is not None else a
+
+    num_layers = len([k for k in params if re.fullmatch(r"weight_ih_l\d+", k)])
+    dirs = 2 if "weight_ih_l0_reverse" in params else 1
+    x = cast(x)
+    unbatched = x.ndim == 2
+    if unbatched:
+        x = x[:, None, :]
+    elif batch_first:
+        x = x.transpose(1, 0, 2)
+    T, B, _ = x.shape
+    h0 = c0 = [None] * (num_layers * dirs)
+    if hx is not None:
+        h0, c0 = (cast(a).reshape(num_layers * dirs, B, -1) for a in hx)
+    h_n, c_n = [], []
+    layer_input = x
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(dirs):
+            suffix = f"l{layer}" + ("_reverse" if direction else "")
+            index = layer * dirs + direction
+            out, h, c = lstm_reference(
+                layer_input, params[f"weight_ih_{suffix}"], params[f"weight_hh_{suffix}"],
+                params.get(f"bias_ih_{suffix}"), params.get(f"bias_hh_{suffix}"),
+                h0[index], c0[index], w_hr=params.get(f"weight_hr_{suffix}"),
+                lengths=lengths, reverse=direction == 1)
+            outputs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = np.concatenate(outputs, axis=2)  # forward first
+    output = layer_input
+    if lengths is not None and padding == "carry":
+        P = output.shape[2] // dirs
+        for b, length in enumerate(lengths):
+            output[length:, b, :P] = output[length - 1, b, :P]
+    h_n, c_n = np.stack(h_n), np.stack(c_n)
+    if unbatched:
+        return output[:, 0], (h_n[:, 0], c_n[:, 0])
+    if batch_first:
+        output = output.transpose(1, 0, 2)
+    return output, (h_n, c_n)

@@ -243,3 +243,10 @@ def test_functional_non_numeric(name):
                 rf"\b{name}\b")
     check_error(lambda: cylstm.lstm(**_fargs(**{name: np.full(a.shape, None, object)})),
                 rf"\b{name}\b")
+
+
+@pytest.mark.parametrize("option", ["bias", "batch_first", "bidirectional"])
+@pytest.mark.parametrize("value", ["false", None, 2, 0.5])
+def test_flags_refuse_non_booleans(option, value):
+    with pytest.raises(TypeError, match=option):
+        cylstm.LSTM(3, 4, **{option: value})

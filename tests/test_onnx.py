@@ -190,21 +190,6 @@ def test_float64_graph_matches_onnx_reference(onnx, direction, layout):
     assert_outputs_close(run_loaded(model, feeds), reference_run(graph, feeds), F64, np.float64)
 
 
-def test_float64_graph_in_onnxruntime_if_it_runs_double(onnx, ort):
-    rng = np.random.default_rng(3)
-    W, R, Bias = onnx_weights(rng, "bidirectional", np.float64)
-    graph = lstm_graph(W, R, Bias, direction="bidirectional", lengths=True)
-    feeds = lstm_feeds(rng, np.float64, "bidirectional", lengths=True)
-    try:
-        expected = ort_run(ort, graph, feeds)
-    except Exception as exc:  # onnxruntime 1.32: "LSTM operator does not support double yet"
-        if "double" not in str(exc):
-            raise
-        pytest.skip(f"onnxruntime {ort.__version__}'s LSTM does not run float64")
-    assert_outputs_close(run_loaded(onnx_io.lstm_from_onnx(graph), feeds), expected,
-                         F64, np.float64)
-
-
 def test_dtype_argument_overrides_the_weights_dtype(onnx):
     W, R, Bias = onnx_weights(np.random.default_rng(0))
     graph = lstm_graph(W, R, Bias)
