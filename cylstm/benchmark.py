@@ -13,8 +13,9 @@ Implementations, each one LSTM layer of float32 over the same input and the same
 ``floor``
     The same kernel call with ``gate_math=False``: exactly the same BLAS calls (one input
     projection gemm per time chunk, one recurrent gemm or gemv per step) and nothing else.
-    No LSTM over scipy's BLAS can be faster, so cylstm/floor is what the gate math and the
-    Python layer cost. Its output is not an LSTM's and is not checked.
+    No LSTM with these BLAS calls can be faster, so cylstm/floor is what the gate math and the
+    Python layer cost (another plan of BLAS calls, or another BLAS, has another floor). Its
+    output is not an LSTM's and is not checked.
 ``numpy``
     ``cylstm.numpy_lstm.lstm_numpy``: one big input matmul, a Python loop over time.
 ``torch``
@@ -27,9 +28,10 @@ Every timed call is one whole forward pass over the sequence, from zero initial 
 (config, threads) cell the implementations are timed round-robin, one call each per repeat, with
 the starting implementation rotated, so that noise from other work on the machine hits them
 alike; before each timed call the process waits (briefly) until the worker threads the previous
-call left spinning have gone idle, so that no library pays for another's threads. The output of each implementation is compared with cylstm's on the warm-up call of every
-cell; one that differs by more than ``TOLERANCE`` is timed but flagged with ``!`` in the table and
-listed in the notes, and ``main()`` exits with status 1.
+call left spinning have gone idle, so that no library pays for another's threads. The output of
+each implementation is compared with cylstm's on the warm-up call of every cell; one that differs
+by more than ``TOLERANCE`` is timed but flagged with ``!`` in the table and listed in the notes,
+and ``main()`` exits with status 1.
 
 Thread counts: BLAS and OpenMP pools are limited with threadpoolctl (``threadpool_limits``) when
 it is installed; torch gets ``torch.set_num_threads``; ONNX Runtime gets ``intra_op_num_threads``
