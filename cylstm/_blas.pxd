@@ -45,3 +45,56 @@ cdef inline void gemv_n(int m, int n, floating alpha,
     else:
         dgemv(&trans, &n, &m, &alpha, <double *> a, &lda, <double *> x, &one,
               &beta, y, &one)
+
+
+cdef inline void gemm_nn(int m, int n, int k, floating alpha,
+                         const floating *a, int lda,
+                         const floating *b, int ldb, floating beta,
+                         floating *c, int ldc) noexcept nogil:
+    """C := alpha * A @ B + beta * C, row-major A (m, k), B (k, n), C (m, n).
+
+    Column-major: C.T := alpha * B.T @ A.T + beta * C.T, gemm('N', 'N') swapped.
+    """
+    cdef char no = b'N'
+    if floating is float:
+        sgemm(&no, &no, &n, &m, &k, &alpha, <float *> b, &ldb,
+              <float *> a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&no, &no, &n, &m, &k, &alpha, <double *> b, &ldb,
+              <double *> a, &lda, &beta, c, &ldc)
+
+
+cdef inline void gemm_tn(int m, int n, int k, floating alpha,
+                         const floating *a, int lda,
+                         const floating *b, int ldb, floating beta,
+                         floating *c, int ldc) noexcept nogil:
+    """C := alpha * A.T @ B + beta * C, row-major A (k, m), B (k, n), C (m, n).
+
+    Column-major: C.T := alpha * B.T @ A + beta * C.T, gemm('N', 'T') swapped.
+    """
+    cdef char no = b'N'
+    cdef char trans = b'T'
+    if floating is float:
+        sgemm(&no, &trans, &n, &m, &k, &alpha, <float *> b, &ldb,
+              <float *> a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&no, &trans, &n, &m, &k, &alpha, <double *> b, &ldb,
+              <double *> a, &lda, &beta, c, &ldc)
+
+
+cdef inline void gemv_t(int m, int n, floating alpha,
+                        const floating *a, int lda,
+                        const floating *x, floating beta,
+                        floating *y) noexcept nogil:
+    """y := alpha * A.T @ x + beta * y, row-major A (m, n), contiguous x (m) and y (n).
+
+    Row-major A is column-major A.T (n, m), so this is gemv('N') on it.
+    """
+    cdef char no = b'N'
+    cdef int one = 1
+    if floating is float:
+        sgemv(&no, &n, &m, &alpha, <float *> a, &lda, <float *> x, &one,
+              &beta, y, &one)
+    else:
+        dgemv(&no, &n, &m, &alpha, <double *> a, &lda, <double *> x, &one,
+              &beta, y, &one)

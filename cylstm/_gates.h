@@ -107,41 +107,88 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
     return 1.0 - 2.0 / (cylstm_exp_d(2.0 * x) + 1.0);
 }
 
-/* ---- the fused cell, one batch row ----
- * gates: the 4H pre-activations without bias; bias: b_ih + b_hh (4H);
- * c: cell state (H), updated; h: where the new hidden state goes (H). */
-
-CYLSTM_SIMD_CLONES
-static void cylstm_cell_f32(ptrdiff_t H, const float *restrict gates,
-                            const float *restrict bias, float *restrict c,
-                            float *restrict h)
-{
-    for (ptrdiff_t j = 0; j < H; ++j) {
-        const float i = cylstm_sigmoid_f(gates[j] + bias[j]);
-        const float f = cylstm_sigmoid_f(gates[H + j] + bias[H + j]);
-        const float g = cylstm_tanh_f(gates[2 * H + j] + bias[2 * H + j]);
-        const float o = cylstm_sigmoid_f(gates[3 * H + j] + bias[3 * H + j]);
-        const float c_new = f * c[j] + i * g;
-        c[j] = c_new;
-        h[j] = o * cylstm_tanh_f(c_new);
+/* ---- the fused cell functions, defined once for float and double ----
+ *
+ * cell:          the forward step of one batch row.
+ *   gates: the 4H pre-activations without bias; bias: b_ih + b_hh (4H);
+ *   c: cell state (H), updated; h: where the new hidden state goes (H).
+ * cell_train:    the same, also keeping what backpropagation needs:
+ *   act (4H) = i, f, g, o after their nonlinearities; c_out (H) = the new c.
+ * cell_output:   m = o * tanh(c) from kept act and c (the unprojected h).
+ * cell_backward: one step of backpropagation through time.
+ *   act: in, the kept i, f, g, o; out, the gradient of the pre-activations.
+ *   c, c_prev: the cell state after and before the step; dh: dL/dh (before a
+ *   projection); dc: in, dL/dc from later steps; out, dL/dc_prev.
+ */
+#define CYLSTM_DEFINE_CELLS(SUFFIX, real, sigmoid, tanh_)                        \
+    CYLSTM_SIMD_CLONES                                                           \
+    static void cylstm_cell_##SUFFIX(ptrdiff_t H, const real *restrict gates,    \
+                                     const real *restrict bias, real *restrict c, \
+                                     real *restrict h)                           \
+    {                                                                            \
+        for (ptrdiff_t j = 0; j < H; ++j) {                                      \
+            const real i = sigmoid(gates[j] + bias[j]);                          \
+            const real f = sigmoid(gates[H + j] + bias[H + j]);                  \
+            const real g = tanh_(gates[2 * H + j] + bias[2 * H + j]);            \
+            const real o = sigmoid(gates[3 * H + j] + bias[3 * H + j]);          \
+            const real c_new = f * c[j] + i * g;                                 \
+            c[j] = c_new;                                                        \
+            h[j] = o * tanh_(c_new);                                             \
+        }                                                                        \
+    }                                                                            \
+                                                                                 \
+    CYLSTM_SIMD_CLONES                                                           \
+    static void cylstm_cell_train_##SUFFIX(                                      \
+        ptrdiff_t H, const real *restrict gates, const real *restrict bias,      \
+        real *restrict c, real *restrict h, real *restrict act,                  \
+        real *restrict c_out)                                                    \
+    {                                                                            \
+        for (ptrdiff_t j = 0; j < H; ++j) {                                      \
+            const real i = sigmoid(gates[j] + bias[j]);                          \
+            const real f = sigmoid(gates[H + j] + bias[H + j]);                  \
+            const real g = tanh_(gates[2 * H + j] + bias[2 * H + j]);            \
+            const real o = sigmoid(gates[3 * H + j] + bias[3 * H + j]);          \
+            const real c_new = f * c[j] + i * g;                                 \
+            act[j] = i;                                                          \
+            act[H + j] = f;                                                      \
+            act[2 * H + j] = g;                                                  \
+            act[3 * H + j] = o;                                                  \
+            c[j] = c_new;                                                        \
+            c_out[j] = c_new;                                                    \
+            h[j] = o * tanh_(c_new);                                             \
+        }                                                                        \
+    }                                                                            \
+                                                                                 \
+    CYLSTM_SIMD_CLONES                                                           \
+    static void cylstm_cell_output_##SUFFIX(ptrdiff_t H, const real *restrict act, \
+                                            const real *restrict c,              \
+                                            real *restrict m)                    \
+    {                                                                            \
+        for (ptrdiff_t j = 0; j < H; ++j)                                        \
+            m[j] = act[3 * H + j] * tanh_(c[j]);                                 \
+    }                                                                            \
+                                                                                 \
+    CYLSTM_SIMD_CLONES                                                           \
+    static void cylstm_cell_backward_##SUFFIX(                                   \
+        ptrdiff_t H, real *restrict act, const real *restrict c,                 \
+        const real *restrict c_prev, const real *restrict dh,                    \
+        real *restrict dc)                                                       \
+    {                                                                            \
+        for (ptrdiff_t j = 0; j < H; ++j) {                                      \
+            const real i = act[j], f = act[H + j];                               \
+            const real g = act[2 * H + j], o = act[3 * H + j];                   \
+            const real tanh_c = tanh_(c[j]);                                     \
+            const real dc_j = dc[j] + dh[j] * o * (1 - tanh_c * tanh_c);         \
+            act[j] = dc_j * g * i * (1 - i);                                     \
+            act[H + j] = dc_j * c_prev[j] * f * (1 - f);                         \
+            act[2 * H + j] = dc_j * i * (1 - g * g);                             \
+            act[3 * H + j] = dh[j] * tanh_c * o * (1 - o);                       \
+            dc[j] = dc_j * f;                                                    \
+        }                                                                        \
     }
-}
 
-CYLSTM_SIMD_CLONES
-static void cylstm_cell_f64(ptrdiff_t H, const double *restrict gates,
-                            const double *restrict bias, double *restrict c,
-                            double *restrict h)
-{
-    for (ptrdiff_t j = 0; j < H; ++j) {
-        const double i = cylstm_sigmoid_d(gates[j] + bias[j]);
-        const double f = cylstm_sigmoid_d(gates[H + j] + bias[H + j]);
-        const double g = cylstm_tanh_d(gates[2 * H + j] + bias[2 * H + j]);
-        const double o = cylstm_sigmoid_d(gates[3 * H + j] + bias[3 * H + j]);
-        const double c_new = f * c[j] + i * g;
-        c[j] = c_new;
-        h[j] = o * cylstm_tanh_d(c_new);
-    }
-}
+CYLSTM_DEFINE_CELLS(f32, float, cylstm_sigmoid_f, cylstm_tanh_f)
+CYLSTM_DEFINE_CELLS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d)
 
 /* The instruction set the clones above run with on this CPU. */
 static const char *cylstm_simd_path(void)

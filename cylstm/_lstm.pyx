@@ -11,7 +11,7 @@ from cython cimport floating
 from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm_nt, gemv_n
+from ._blas cimport gemm_nn, gemm_nt, gemm_tn, gemv_n, gemv_t
 from ._validation import ALIGNMENT, aligned_copy
 
 
@@ -20,6 +20,19 @@ cdef extern from "_gates.h" nogil:
                          float *c, float *h) noexcept
     void cylstm_cell_f64(Py_ssize_t H, const double *gates, const double *bias,
                          double *c, double *h) noexcept
+    void cylstm_cell_train_f32(Py_ssize_t H, const float *gates, const float *bias,
+                               float *c, float *h, float *act, float *c_out) noexcept
+    void cylstm_cell_train_f64(Py_ssize_t H, const double *gates, const double *bias,
+                               double *c, double *h, double *act, double *c_out) noexcept
+    void cylstm_cell_output_f32(Py_ssize_t H, const float *act, const float *c,
+                                float *m) noexcept
+    void cylstm_cell_output_f64(Py_ssize_t H, const double *act, const double *c,
+                                double *m) noexcept
+    void cylstm_cell_backward_f32(Py_ssize_t H, float *act, const float *c,
+                                  const float *c_prev, const float *dh, float *dc) noexcept
+    void cylstm_cell_backward_f64(Py_ssize_t H, double *act, const double *c,
+                                  const double *c_prev, const double *dh,
+                                  double *dc) noexcept
     const char *cylstm_simd_path() noexcept
 
 
@@ -28,6 +41,7 @@ cdef enum:
     # enough for the gemm to run at full speed, small enough to stay in L2
     # while the time loop consumes it, and independent of the sequence length.
     GATE_CHUNK_BYTES = 512 * 1024
+    MIN_GEMM_ROWS = 256
 
 
 def simd_path():
@@ -41,6 +55,42 @@ cdef inline void cell(Py_ssize_t H, const floating *gates, const floating *bias,
         cylstm_cell_f32(H, gates, bias, c, h)
     else:
         cylstm_cell_f64(H, gates, bias, c, h)
+
+
+cdef inline void cell_train(Py_ssize_t H, const floating *gates, const floating *bias,
+                            floating *c, floating *h, floating *act,
+                            floating *c_out) noexcept nogil:
+    if floating is float:
+        cylstm_cell_train_f32(H, gates, bias, c, h, act, c_out)
+    else:
+        cylstm_cell_train_f64(H, gates, bias, c, h, act, c_out)
+
+
+cdef inline void cell_output(Py_ssize_t H, const floating *act, const floating *c,
+                             floating *m) noexcept nogil:
+    if floating is float:
+        cylstm_cell_output_f32(H, act, c, m)
+    else:
+        cylstm_cell_output_f64(H, act, c, m)
+
+
+cdef inline void cell_backward(Py_ssize_t H, floating *act, const floating *c,
+                               const floating *c_prev, const floating *dh,
+                               floating *dc) noexcept nogil:
+    if floating is float:
+        cylstm_cell_backward_f32(H, act, c, c_prev, dh, dc)
+    else:
+        cylstm_cell_backward_f64(H, act, c, c_prev, dh, dc)
+
+
+cdef inline void matmul_nn(int m, int n, int k, const floating *a,
+                           const floating *b, floating beta,
+                           floating *c) noexcept nogil:
+    """C := A @ B + beta * C, all contiguous: gemv when A is one row."""
+    if m == 1:
+        gemv_t(k, n, 1, b, n, a, beta, c)
+    else:
+        gemm_nn(m, n, k, 1, a, k, b, n, beta, c, n)
 
 
 cdef inline void matmul_nt(int m, int n, int k, const floating *a,
@@ -64,7 +114,9 @@ def forward_layer(const floating[:, :, :] x,
                   *,
                   const floating[:, ::1] w_hr=None,
                   lengths=None,
-                  bint reverse=False):
+                  bint reverse=False,
+                  floating[:, :, ::1] keep_act=None,
+                  floating[:, :, ::1] keep_c=None):
     """One LSTM layer, one direction, over a whole batch of sequences.
 
     x (T, B, D): any outer strides, contiguous rows. w_ih (4H, D), w_hh
@@ -77,6 +129,10 @@ def forward_layer(const floating[:, :, :] x,
     final state is the one after its last valid step. reverse: each row runs
     backwards from its last valid step. With gate_math=False only the BLAS
     calls run (the speed floor).
+
+    keep_act (T, B, 4H) and keep_c (T, B, H), given together, receive the gate
+    activations i, f, g, o and the cell state of every valid step, for
+    backward_layer.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
@@ -91,6 +147,10 @@ def forward_layer(const floating[:, :, :] x,
             f"w_ih {tuple(w_ih.shape)[:2]}, w_hh {tuple(w_hh.shape)[:2]}, "
             f"bias {tuple(bias.shape)[:1]}, h {tuple(h.shape)[:2]}, c {tuple(c.shape)[:2]}, "
             f"out {tuple(out.shape)[:3]}")
+    cdef bint keep = keep_act is not None
+    if keep and (keep_c is None or tuple(keep_act.shape)[:3] != (T, B, G)
+                 or tuple(keep_c.shape)[:3] != (T, B, H)):
+        raise ValueError("keep_act must be (T, B, 4H) and keep_c (T, B, H)")
     cdef Py_ssize_t itemsize = sizeof(floating)
     if (D > 1 and x.strides[2] != itemsize) or (P > 1 and out.strides[2] != itemsize):
         raise ValueError("x and out must have contiguous rows (last axis)")
@@ -114,11 +174,7 @@ def forward_layer(const floating[:, :, :] x,
     cdef Py_ssize_t longest = T
     h_state, c_state = h, c
     if lengths is not None:
-        length_array = np.asarray(lengths, dtype=np.intp)
-        if length_array.shape != (B,) or length_array.min() < 0 or length_array.max() > T:
-            raise ValueError(f"lengths must be (B,) = ({B},) in [0, {T}]")
-        order_view = np.argsort(-length_array, kind="stable")
-        length_view = np.ascontiguousarray(length_array[order_view])
+        order_view, length_view = _sorted_rows(lengths, B, T)
         order, length, longest = &order_view[0], &length_view[0], length_view[0]
         h_state = np.asarray(h)[order_view]
         c_state = np.asarray(c)[order_view]
@@ -136,8 +192,12 @@ def forward_layer(const floating[:, :, :] x,
         lengths is None and not reverse
         and (B == 1 or stride_b == D) and (T == 1 or stride_t == B * D))
 
-    # Time steps per input-projection gemm: bounded scratch for any T.
-    cdef Py_ssize_t chunk = max(1, min(longest, GATE_CHUNK_BYTES // (B * G * itemsize)))
+    # Time steps per input-projection gemm: bounded scratch for any T, and at
+    # least MIN_GEMM_ROWS rows per gemm (one step of batch 64 ran the input
+    # projection 1.6x slower than one big gemm).
+    cdef Py_ssize_t chunk = max(GATE_CHUNK_BYTES // (B * G * itemsize),
+                                (MIN_GEMM_ROWS + B - 1) // B)
+    chunk = max(1, min(longest, chunk))
     if D > INT_MAX or G > INT_MAX or chunk * B > INT_MAX:
         raise ValueError(
             f"input size {D}, 4 * hidden size {G} or batch size {B} exceeds the "
@@ -191,7 +251,14 @@ def forward_layer(const floating[:, :, :] x,
                     # c, h = cell(gates + bias, c)
                     for p in range(active):
                         h_new = h_cell + p * H if projected else &h_sorted[p, 0]
-                        cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0], h_new)
+                        if keep:
+                            t = _time(step, p, length, T, reverse)
+                            row = order[p] if order != NULL else p
+                            cell_train(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
+                                       h_new, &keep_act[t, row, 0], &keep_c[t, row, 0])
+                        else:
+                            cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
+                                 h_new)
                 if projected:
                     # h[:active] = h_cell[:active] @ w_hr.T
                     matmul_nt(<int> active, <int> P, <int> H, h_cell, &w_hr[0, 0], 0,
@@ -215,3 +282,182 @@ cdef inline Py_ssize_t _time(Py_ssize_t step, Py_ssize_t p, const Py_ssize_t *le
         return step
     return (length[p] if length != NULL else T) - 1 - step
 
+
+
+cdef tuple _sorted_rows(lengths, Py_ssize_t B, Py_ssize_t T):
+    """(order, sorted lengths): row indices by length, longest first (stable)."""
+    length_array = np.asarray(lengths, dtype=np.intp)
+    if length_array.shape != (B,) or length_array.min() < 0 or length_array.max() > T:
+        raise ValueError(f"lengths must be (B,) = ({B},) in [0, {T}]")
+    order = np.argsort(-length_array, kind="stable")
+    return order, np.ascontiguousarray(length_array[order])
+
+
+def backward_layer(const floating[:, :, ::1] x,
+                   const floating[:, ::1] w_ih,
+                   const floating[:, ::1] w_hh,
+                   const floating[:, ::1] h0,
+                   const floating[:, ::1] c0,
+                   const floating[:, :, :] out,
+                   floating[:, :, ::1] act,
+                   const floating[:, :, ::1] cell_state,
+                   const floating[:, :, :] grad_out,
+                   const floating[:, ::1] grad_h_n,
+                   const floating[:, ::1] grad_c_n,
+                   floating[:, :, ::1] grad_x,
+                   floating[:, ::1] grad_h0,
+                   floating[:, ::1] grad_c0,
+                   floating[:, ::1] grad_w_ih,
+                   floating[:, ::1] grad_w_hh,
+                   floating[::1] grad_bias,
+                   *,
+                   const floating[:, ::1] w_hr=None,
+                   floating[:, ::1] grad_w_hr=None,
+                   lengths=None,
+                   bint reverse=False):
+    """Backpropagation through time for one layer and direction.
+
+    The forward pass was forward_layer(x, w_ih, w_hh, ..., h0, c0, out,
+    w_hr=w_hr, lengths=lengths, reverse=reverse, keep_act=act,
+    keep_c=cell_state) on time-major contiguous x (T, B, D), with out (T, B, P)
+    a view whose rows have one stride and that is zero past each row's length.
+    act is overwritten with the gradient of the gate pre-activations, so this
+    runs once per forward pass.
+
+    grad_out (T, B, P), grad_h_n (B, P) and grad_c_n (B, H) are dL/d of out,
+    h_n and c_n. grad_x (T, B, D) is ADDED to (both directions of a layer
+    feed it); grad_h0, grad_c0 and the weight gradients are written. bias
+    stands for b_ih and b_hh, whose gradients are equal.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
+    cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
+    cdef bint projected = w_hr is not None
+    cdef Py_ssize_t P = w_hr.shape[0] if projected else H
+    cdef Py_ssize_t itemsize = sizeof(floating)
+    cdef Py_ssize_t out_row = out.strides[1] // itemsize
+    if (G != 4 * H or tuple(w_ih.shape)[:2] != (G, D) or tuple(w_hh.shape)[:2] != (G, P)
+            or (projected and (tuple(w_hr.shape)[:2] != (P, H) or grad_w_hr is None
+                               or tuple(grad_w_hr.shape)[:2] != (P, H)))
+            or tuple(h0.shape)[:2] != (B, P) or tuple(c0.shape)[:2] != (B, H)
+            or tuple(out.shape)[:3] != (T, B, P) or tuple(act.shape)[:3] != (T, B, G)
+            or tuple(cell_state.shape)[:3] != (T, B, H)
+            or tuple(grad_out.shape)[:3] != (T, B, P)
+            or tuple(grad_h_n.shape)[:2] != (B, P) or tuple(grad_c_n.shape)[:2] != (B, H)
+            or tuple(grad_x.shape)[:3] != (T, B, D)
+            or tuple(grad_h0.shape)[:2] != (B, P) or tuple(grad_c0.shape)[:2] != (B, H)
+            or tuple(grad_w_ih.shape)[:2] != (G, D) or tuple(grad_w_hh.shape)[:2] != (G, P)
+            or grad_bias.shape[0] != G):
+        raise ValueError("shapes do not fit one LSTM layer's backward pass")
+    if ((P > 1 and (out.strides[2] != itemsize or grad_out.strides[2] != itemsize))
+            or (T > 1 and out.strides[0] != B * out.strides[1])):
+        raise ValueError("out must have contiguous rows at one stride; grad_out contiguous rows")
+    np.asarray(grad_w_ih)[...] = 0
+    np.asarray(grad_w_hh)[...] = 0
+    np.asarray(grad_bias)[...] = 0
+    if projected:
+        np.asarray(grad_w_hr)[...] = 0
+    np.asarray(grad_h0)[...] = grad_h_n
+    np.asarray(grad_c0)[...] = grad_c_n
+    if T == 0 or B == 0 or H == 0:
+        return
+    if T * B > INT_MAX or G > INT_MAX or D > INT_MAX:
+        raise ValueError(f"T * B = {T * B} or a layer size exceeds the 32-bit BLAS limit")
+    dtype = np.float32 if floating is float else np.float64
+
+    cdef const Py_ssize_t *order = NULL
+    cdef const Py_ssize_t *length = NULL
+    cdef Py_ssize_t[::1] order_view, length_view
+    cdef Py_ssize_t longest = T
+    if lengths is not None:
+        order_view, length_view = _sorted_rows(lengths, B, T)
+        order, length, longest = &order_view[0], &length_view[0], length_view[0]
+        dh_state = np.asarray(grad_h_n)[order_view]
+        dc_state = np.asarray(grad_c_n)[order_view]
+    else:
+        dh_state = np.array(grad_h_n)
+        dc_state = np.array(grad_c_n)
+    # dh, dc: dL/dh and dL/dc flowing back through the rows, in processing order
+    cdef floating[:, ::1] dh = dh_state
+    cdef floating[:, ::1] dc = dc_state
+    cdef floating[:, ::1] d_gates = np.empty((B, G), dtype=dtype)
+    cdef floating[:, ::1] first_act = np.zeros((B, G), dtype=dtype)
+    cdef floating[:, ::1] m_view, dm_view
+    cdef floating *m = NULL
+    cdef floating *dm = &dh[0, 0]
+    if projected:
+        m_view = np.empty((B, H), dtype=dtype)
+        dm_view = np.empty((B, H), dtype=dtype)
+        m, dm = &m_view[0, 0], &dm_view[0, 0]
+
+    cdef Py_ssize_t active = 0, step, p, j, t, row
+    cdef const floating *c_prev
+    with nogil:
+        for step in range(longest - 1, -1, -1):
+            while active < B and (length == NULL or length[active] > step):
+                active += 1
+            # dh += grad_out at this step
+            for p in range(active):
+                t = _time(step, p, length, T, reverse)
+                row = order[p] if order != NULL else p
+                for j in range(P):
+                    dh[p, j] += grad_out[t, row, j]
+            if projected:
+                # m = o * tanh(c); grad_w_hr += dh.T @ m; dm = dh @ w_hr
+                for p in range(active):
+                    t = _time(step, p, length, T, reverse)
+                    row = order[p] if order != NULL else p
+                    cell_output(H, &act[t, row, 0], &cell_state[t, row, 0], m + p * H)
+                gemm_tn(<int> P, <int> H, <int> active, 1, &dh[0, 0], <int> P, m, <int> H,
+                        1, &grad_w_hr[0, 0], <int> H)
+                matmul_nn(<int> active, <int> H, <int> P, &dh[0, 0], &w_hr[0, 0], 0, dm)
+            # act[t] becomes d(pre-activations); dc flows to the previous step
+            for p in range(active):
+                t = _time(step, p, length, T, reverse)
+                row = order[p] if order != NULL else p
+                if step == 0:
+                    c_prev = &c0[row, 0]
+                else:
+                    c_prev = &cell_state[_time(step - 1, p, length, T, reverse), row, 0]
+                cell_backward(H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
+                              dm + p * H, &dc[p, 0])
+                memcpy(&d_gates[p, 0], &act[t, row, 0], G * itemsize)
+                if step == 0:
+                    memcpy(&first_act[row, 0], &act[t, row, 0], G * itemsize)
+            # dh = d_gates @ w_hh: the gradient reaching the previous step's h
+            matmul_nn(<int> active, <int> P, <int> G, &d_gates[0, 0], &w_hh[0, 0], 0,
+                      &dh[0, 0])
+
+        # Weight and input gradients: a few gemms over all steps at once.
+        # act is zero at padded steps (the caller allocates it zeroed), so
+        # every row (t, b) may take part.
+        # grad_x += act @ w_ih
+        gemm_nn(<int> (T * B), <int> D, <int> G, 1, &act[0, 0, 0], <int> G,
+                &w_ih[0, 0], <int> D, 1, &grad_x[0, 0, 0], <int> D)
+        # grad_w_ih = act.T @ x
+        gemm_tn(<int> G, <int> D, <int> (T * B), 1, &act[0, 0, 0], <int> G,
+                &x[0, 0, 0], <int> D, 0, &grad_w_ih[0, 0], <int> D)
+        # grad_w_hh = sum over steps of act[t].T @ h_prev(t): the output one
+        # step earlier in processing order, or h0 at a row's first step.
+        if T > 1:
+            if reverse:
+                gemm_tn(<int> G, <int> P, <int> ((T - 1) * B), 1, &act[0, 0, 0], <int> G,
+                        &out[1, 0, 0], <int> out_row, 0, &grad_w_hh[0, 0], <int> P)
+            else:
+                gemm_tn(<int> G, <int> P, <int> ((T - 1) * B), 1, &act[1, 0, 0], <int> G,
+                        &out[0, 0, 0], <int> out_row, 0, &grad_w_hh[0, 0], <int> P)
+        # (reverse: a row's first step is its last valid time, where the gemm
+        # above paired it with out past the row's length, which is zero)
+        gemm_tn(<int> G, <int> P, <int> B, 1, &first_act[0, 0], <int> G, &h0[0, 0],
+                <int> P, 1, &grad_w_hh[0, 0], <int> P)
+        # grad_bias = act summed over all steps and rows
+        for t in range(T):
+            for row in range(B):
+                for j in range(G):
+                    grad_bias[j] += act[t, row, j]
+
+    if order != NULL:
+        np.asarray(grad_h0)[order_view] = dh
+        np.asarray(grad_c0)[order_view] = dc
+    else:
+        np.asarray(grad_h0)[...] = dh
+        np.asarray(grad_c0)[...] = dc

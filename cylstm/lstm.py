@@ -5,6 +5,8 @@ module validates input, picks the dtype and memory layout, and walks layers
 and directions; each (layer, direction) is one call of the compiled kernel in
 cylstm/_lstm.pyx that runs the whole sequence.
 """
+from typing import NamedTuple, Optional
+
 import numpy as np
 
 from . import _lstm
@@ -19,6 +21,17 @@ from ._validation import (
 )
 
 PADDING_MODES = ("zeros", "carry")
+
+
+class PreparedInputs(NamedTuple):
+    """A call's validated arguments, as the layers consume them."""
+
+    x_time_major: np.ndarray  # (T, B, D), a view of the input
+    h0: np.ndarray  # (num_layers * num_directions, B, H_out)
+    c0: np.ndarray  # (num_layers * num_directions, B, H)
+    lengths: Optional[np.ndarray]  # (B,) intp, or None
+    unbatched: bool
+    batch_first: bool
 
 
 def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
@@ -178,13 +191,20 @@ class LSTM:
         output is (T, B, num_directions * H_out) ((B, T, ...) with batch_first,
         (T, ...) unbatched); h_n, c_n are laid out as h0, c0.
         """
+        inputs = self._prepare(x, hx, lengths)
+        output, h_n, c_n = self._run(inputs.x_time_major, inputs.h0, inputs.c0,
+                                     inputs.lengths, inputs.batch_first)
+        if inputs.unbatched:
+            return output[:, 0], (h_n[:, 0], c_n[:, 0])
+        return output, (h_n, c_n)
+
+    def _prepare(self, x, hx, lengths):
+        """Validate a call's arguments; x becomes a (T, B, D) view, states (L*dirs, B, .)."""
         x = as_real_array("x", x, self.dtype)
         unbatched = _check_input(x, self.input_size)
         if unbatched:
             x = x[:, None, :]
-            batch_first = False
-        else:
-            batch_first = self.batch_first
+        batch_first = self.batch_first and not unbatched
         x_time_major = x.transpose(1, 0, 2) if batch_first else x
         steps, batch = x_time_major.shape[:2]
         if lengths is not None:
@@ -192,10 +212,18 @@ class LSTM:
                 raise ValueError("lengths applies to batched input; x is unbatched (T, D)")
             lengths = as_lengths(lengths, batch, steps)
         h0, c0 = self._initial_states(hx, batch, unbatched)
-        output, h_n, c_n = self._run(x_time_major, h0, c0, lengths, batch_first)
-        if unbatched:
-            return output[:, 0], (h_n[:, 0], c_n[:, 0])
-        return output, (h_n, c_n)
+        return PreparedInputs(x_time_major, h0, c0, lengths, unbatched, batch_first)
+
+    def forward_train(self, x, hx=None, lengths=None):
+        """The forward pass, keeping what backpropagation needs.
+
+        Returns `(output, (h_n, c_n), backward)`, the first two as from
+        `model(x, hx, lengths)`; `backward(grad_output, grad_state=None)`
+        returns `(grad_x, (grad_h0, grad_c0), grads)`. See cylstm.training.
+        """
+        from .training import forward_train
+
+        return forward_train(self, x, hx, lengths)
 
     def _run(self, x_time_major, h0, c0, lengths, batch_first):
         """All layers and directions; x_time_major (T, B, D) may be any view."""
@@ -221,7 +249,7 @@ class LSTM:
                 h_n[index], c_n[index] = h, c
             layer_input = output_time_major
         if lengths is not None and self.padding == "carry":
-            _carry_last_valid(output_time_major[:, :, :width], lengths)
+            carry_last_valid(output_time_major[:, :, :width], lengths)
         return output, h_n, c_n
 
     def _initial_states(self, hx, batch, unbatched):
@@ -401,7 +429,7 @@ def _new_output(steps, batch, features, dtype, batch_first, zero_padding):
     return output, output
 
 
-def _carry_last_valid(output_time_major, lengths):
+def carry_last_valid(output_time_major, lengths):
     """Past each row's length, repeat its last valid output (Keras masking)."""
     steps = output_time_major.shape[0]
     for row, length in enumerate(lengths):
