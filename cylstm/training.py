@@ -8,9 +8,9 @@ backward_layer); this module walks layers and directions.
 
 Memory kept per layer and direction: the gate activations (T x B x 4H) and the
 cell states (T x B x H), about T x B x 5H values, plus each layer's output
-(T x B x directions x H_out), which the next layer reads anyway, and a copy
-of the weights, so that changing the model before `backward` does not change
-the gradients.
+(T x B x directions x H_out), which the next layer reads anyway, and copies of
+the input, the initial state and the weights, so that changing them before
+`backward` does not change the gradients.
 """
 import numpy as np
 
@@ -22,7 +22,9 @@ from .lstm import carry_last_valid
 def forward_train(model, x, hx=None, lengths=None):
     """Run `model` on x like `model(x, hx, lengths)` and return a `Backward` too."""
     inputs = model._prepare(x, hx, lengths)
-    x_time_major = np.ascontiguousarray(inputs.x_time_major)  # the kernels read it whole
+    # Own copies: the caller may overwrite x and hx before calling backward.
+    inputs = inputs._replace(h0=np.array(inputs.h0), c0=np.array(inputs.c0))
+    x_time_major = np.array(inputs.x_time_major, order="C")
     steps, batch = x_time_major.shape[:2]
     width, directions = model.output_size, model.num_directions
     allocate = np.zeros if inputs.lengths is not None else np.empty  # zero past lengths
