@@ -11,7 +11,8 @@ TORCH_SPEC="${CYLSTM_TORCH_SPEC:-torch==2.13.0}"
 
 [ "${CYLSTM_SKIP_BUILD:-0}" = 1 ] || bash "$REPO/ci/build.sh"
 new_venv "$VENV"
-"$VENV/bin/pip" install --quiet "$(the_wheel)" pytest hypothesis threadpoolctl onnx onnxruntime keras
+"$VENV/bin/pip" install --quiet "$(the_wheel)" pytest hypothesis threadpoolctl onnx onnxruntime keras \
+    statsmodels matplotlib tqdm
 "$VENV/bin/pip" install --quiet ${CYLSTM_TORCH_INDEX:+--extra-index-url "$CYLSTM_TORCH_INDEX"} "$TORCH_SPEC"
 
 cd "$(mktemp -d)"

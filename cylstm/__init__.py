@@ -15,8 +15,9 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
         "import it from outside the checkout."
     ) from exc
 
+from . import optim
 from .files import load, save
 from .lstm import LSTM, lstm
 from .stream import LSTMStream
 
-__all__ = ["LSTM", "LSTMStream", "lstm", "load", "save", "__version__"]
+__all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "save", "__version__"]
