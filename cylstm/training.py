@@ -58,9 +58,10 @@ def forward_train(model, x, hx=None, lengths=None):
         carry_last_valid(result[:, :, :width], inputs.lengths)
     if inputs.batch_first:
         result = np.ascontiguousarray(result.transpose(1, 0, 2))
-    backward = Backward(model, inputs, layers, result.shape)
     if inputs.unbatched:
-        return result[:, 0], (h_n[:, 0], c_n[:, 0]), backward
+        result = result[:, 0]
+        return result, (h_n[:, 0], c_n[:, 0]), Backward(model, inputs, layers, result.shape)
+    backward = Backward(model, inputs, layers, result.shape)
     return result, (h_n, c_n), backward
 
 
