@@ -120,6 +120,15 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
  *   c, c_prev: the cell state after and before the step; dh: dL/dh (before a
  *   projection); dc: in, dL/dc from later steps; out, dL/dc_prev.
  */
+/* i, f, g, o and the new cell state of element j, shared by cell and cell_train
+ * so that training sees exactly the numbers inference computes. */
+#define CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_)                            \
+    const real i = sigmoid(gates[j] + bias[j]);                                  \
+    const real f = sigmoid(gates[H + j] + bias[H + j]);                          \
+    const real g = tanh_(gates[2 * H + j] + bias[2 * H + j]);                    \
+    const real o = sigmoid(gates[3 * H + j] + bias[3 * H + j]);                  \
+    const real c_new = f * c[j] + i * g;
+
 #define CYLSTM_DEFINE_CELLS(SUFFIX, real, sigmoid, tanh_)                        \
     CYLSTM_SIMD_CLONES                                                           \
     static void cylstm_cell_##SUFFIX(ptrdiff_t H, const real *restrict gates,    \
@@ -127,11 +136,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
                                      real *restrict h)                           \
     {                                                                            \
         for (ptrdiff_t j = 0; j < H; ++j) {                                      \
-            const real i = sigmoid(gates[j] + bias[j]);                          \
-            const real f = sigmoid(gates[H + j] + bias[H + j]);                  \
-            const real g = tanh_(gates[2 * H + j] + bias[2 * H + j]);            \
-            const real o = sigmoid(gates[3 * H + j] + bias[3 * H + j]);          \
-            const real c_new = f * c[j] + i * g;                                 \
+            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_)                        \
             c[j] = c_new;                                                        \
             h[j] = o * tanh_(c_new);                                             \
         }                                                                        \
@@ -144,11 +149,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         real *restrict c_out)                                                    \
     {                                                                            \
         for (ptrdiff_t j = 0; j < H; ++j) {                                      \
-            const real i = sigmoid(gates[j] + bias[j]);                          \
-            const real f = sigmoid(gates[H + j] + bias[H + j]);                  \
-            const real g = tanh_(gates[2 * H + j] + bias[2 * H + j]);            \
-            const real o = sigmoid(gates[3 * H + j] + bias[3 * H + j]);          \
-            const real c_new = f * c[j] + i * g;                                 \
+            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_)                        \
             act[j] = i;                                                          \
             act[H + j] = f;                                                      \
             act[2 * H + j] = g;                                                  \
