@@ -137,7 +137,8 @@ def _fd_id(c):
     return f"L{layers}-{'bi' if bidir else 'uni'}-p{proj}-{layout}-{lmode}"
 
 
-def _check_finite_differences(model, x, hx, lengths, rng, with_state=True, max_entries=None):
+def _check_finite_differences(model, x, hx, lengths, rng, with_state=True, max_entries=None,
+                              atol=1e-9):
     """forward_train + backward on random upstream gradients against central differences of
     model(...) (float64): norm-wise relative error below 1e-6 for x, h0, c0 and every
     parameter; the forward results equal model(...); padded steps get zero grad_x."""
@@ -154,7 +155,7 @@ def _check_finite_differences(model, x, hx, lengths, rng, with_state=True, max_e
                                 max_entries=max_entries, rng=rng)
     for name, value in model.state_dict().items():  # the harness restored every entry
         np.testing.assert_array_equal(value, before[name])
-    assert_gradients_close(analytic, numeric, rtol=1e-6)
+    assert_gradients_close(analytic, numeric, rtol=1e-6, atol=atol)
     _assert_padded_steps(model, analytic, lengths)
     return analytic
 
@@ -231,7 +232,9 @@ def test_large_values_finite_differences():
     model.load_state_dict({k: 4 * v for k, v in model.state_dict().items()})
     x = 3 * random_input(rng, model, T, B)
     hx = random_hx(rng, model, B, scale=2.0)
-    _check_finite_differences(model, x, hx, None, rng)
+    # Large activations make the loss large, and central differences of a large loss
+    # carry more rounding (it differed by 3e-9 between -O3 and -O0 builds).
+    _check_finite_differences(model, x, hx, None, rng, atol=1e-8)
 
 
 # --- lengths: what padded steps and carried outputs do -------------------------------------
