@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _lstm
+from . import _lstm, _parallel
 from ._validation import (
     aligned_copy,
     as_lengths,
@@ -107,6 +107,12 @@ class LSTM:
         The dtype of the weights and of every computation.
     seed : int, np.random.Generator or None
         Weights start U(-1/sqrt(H), 1/sqrt(H)) from this seed, like torch's.
+    num_threads : int or None
+        None: one call runs one time loop and BLAS uses its own threads (as
+        threadpoolctl allows). k > 1: the batch is split into k parts (or, at
+        batch 1, the two directions run side by side), each on its own thread
+        with single-threaded BLAS; needs threadpoolctl, else ignored. Results
+        agree up to rounding (BLAS may round a smaller batch differently).
 
     Parameters are ndarray attributes named as PyTorch names them, for layer k:
     `weight_ih_l{k}` (4H, D_k), `weight_hh_l{k}` (4H, H_out), `bias_ih_l{k}`
@@ -117,7 +123,7 @@ class LSTM:
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
                  batch_first=False, bidirectional=False, proj_size=0,
-                 padding="zeros", dtype=np.float32, seed=None):
+                 padding="zeros", dtype=np.float32, seed=None, num_threads=None):
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
@@ -135,6 +141,7 @@ class LSTM:
         self.batch_first = check_flag("batch_first", batch_first)
         self.bidirectional = check_flag("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
+        self.num_threads = None if num_threads is None else check_size("num_threads", num_threads)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
         for name, shape in self._parameter_shapes().items():
@@ -192,8 +199,13 @@ class LSTM:
         (T, ...) unbatched); h_n, c_n are laid out as h0, c0.
         """
         inputs = self._prepare(x, hx, lengths)
-        output, h_n, c_n = self._run(inputs.x_time_major, inputs.h0, inputs.c0,
-                                     inputs.lengths, inputs.batch_first)
+        workers = self._workers()
+        batch = inputs.x_time_major.shape[1]
+        if workers > 1 and batch > 1:
+            output, h_n, c_n = self._run_split(inputs, min(workers, batch))
+        else:
+            output, h_n, c_n = self._run(inputs.x_time_major, inputs.h0, inputs.c0,
+                                         inputs.lengths, inputs.batch_first, workers)
         if inputs.unbatched:
             return output[:, 0], (h_n[:, 0], c_n[:, 0])
         return output, (h_n, c_n)
@@ -225,8 +237,35 @@ class LSTM:
 
         return forward_train(self, x, hx, lengths)
 
-    def _run(self, x_time_major, h0, c0, lengths, batch_first):
-        """All layers and directions; x_time_major (T, B, D) may be any view."""
+    def _workers(self):
+        """Threads this call may split its work over (1: BLAS threads only)."""
+        if self.num_threads is None or self.num_threads < 2 or not _parallel.can_split():
+            return 1
+        return self.num_threads
+
+    def _run_split(self, inputs, workers):
+        """The batch cut into `workers` parts, each run whole on its own thread."""
+        x, h0, c0, lengths = inputs.x_time_major, inputs.h0, inputs.c0, inputs.lengths
+        bounds = np.linspace(0, x.shape[1], workers + 1).astype(int)
+        parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+        results = _parallel.run_all(
+            [lambda rows=rows: self._run(x[:, rows], h0[:, rows], c0[:, rows],
+                                         None if lengths is None else lengths[rows], False, 1)
+             for rows in parts], workers)
+        output, output_time_major = _new_output(
+            x.shape[0], x.shape[1], self.num_directions * self.output_size, self.dtype,
+            inputs.batch_first, False)
+        h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+        for rows, (part_output, part_h_n, part_c_n) in zip(parts, results):
+            output_time_major[:, rows] = part_output
+            h_n[:, rows], c_n[:, rows] = part_h_n, part_c_n
+        return output, h_n, c_n
+
+    def _run(self, x_time_major, h0, c0, lengths, batch_first, workers=1):
+        """All layers and directions; x_time_major (T, B, D) may be any view.
+
+        With workers > 1 the two directions of a layer run side by side.
+        """
         steps, batch = x_time_major.shape[:2]
         width = self.output_size
         features = self.num_directions * width
@@ -237,7 +276,9 @@ class LSTM:
             last = layer == self.num_layers - 1
             output, output_time_major = _new_output(
                 steps, batch, features, self.dtype, batch_first and last, lengths is not None)
-            for direction in range(self.num_directions):
+
+            def run_direction(direction, layer=layer, layer_input=layer_input,
+                              output_time_major=output_time_major):
                 index = layer * self.num_directions + direction
                 w_ih, w_hh, bias, w_hr = self._kernel_parameters(layer, direction)
                 h = np.array(h0[index], order="C")  # the kernel updates it in place
@@ -247,6 +288,13 @@ class LSTM:
                     output_time_major[:, :, direction * width:(direction + 1) * width],
                     w_hr=w_hr, lengths=lengths, reverse=direction == 1)
                 h_n[index], c_n[index] = h, c
+
+            directions = range(self.num_directions)
+            if workers > 1 and self.num_directions == 2:
+                _parallel.run_all([lambda d=d: run_direction(d) for d in directions], 2)
+            else:
+                for direction in directions:
+                    run_direction(direction)
             layer_input = output_time_major
         if lengths is not None and self.padding == "carry":
             carry_last_valid(output_time_major[:, :, :width], lengths)

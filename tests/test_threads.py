@@ -115,3 +115,49 @@ def test_kernel_releases_the_gil():
     longest = max((min(b, end) - max(a, start) for a, b in gaps if b > start and a < end),
                   default=0.0)
     assert longest < 0.5 * elapsed, (longest, elapsed)
+
+
+# --- num_threads: one call split over several threads --------------------------------------
+
+def _split_case(dtype, batch_first=False, bidirectional=True, padding="zeros"):
+    rng = np.random.default_rng(5)
+    model = cylstm.LSTM(6, 9, 2, bidirectional=bidirectional, proj_size=4,
+                        batch_first=batch_first, padding=padding, dtype=dtype, seed=3)
+    x = rng.standard_normal((7, 11, 6) if batch_first else (11, 7, 6)).astype(dtype)
+    lengths = rng.integers(1, 12, size=7)
+    hx = (rng.standard_normal((4, 7, 4)).astype(dtype),
+          rng.standard_normal((4, 7, 9)).astype(dtype))
+    return model, x, hx, lengths
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("padding", ["zeros", "carry"])
+@pytest.mark.parametrize("workers", [2, 3, 16])
+def test_num_threads_splits_the_batch_with_the_same_results(dtype, batch_first, padding,
+                                                            workers):
+    pytest.importorskip("threadpoolctl")
+    model, x, hx, lengths = _split_case(dtype, batch_first, padding=padding)
+    expected = model(x, hx, lengths)
+    model.num_threads = workers
+    got = model(x, hx, lengths)
+    tolerance = 1e-6 if dtype == np.float32 else 1e-14
+    for a, b in zip((got[0], *got[1]), (expected[0], *expected[1])):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
+
+
+def test_num_threads_runs_the_directions_side_by_side_at_batch_one(dtype):
+    pytest.importorskip("threadpoolctl")
+    model, x, hx, _ = _split_case(dtype)
+    x, hx = x[:, :1], (hx[0][:, :1], hx[1][:, :1])
+    expected = model(x, hx)
+    model.num_threads = 2
+    got = model(x, hx)
+    for a, b in zip((got[0], *got[1]), (expected[0], *expected[1])):
+        np.testing.assert_array_equal(a, b)  # the very same kernel calls
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2"])
+def test_num_threads_must_be_a_positive_int(value):
+    with pytest.raises((TypeError, ValueError), match="num_threads"):
+        cylstm.LSTM(3, 4, num_threads=value)
