@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The quick benchmark in the test environment; the table goes to the log and
-# to bench-results/ (JSON and markdown), which CI keeps as an artifact.
+# to bench-results/ (JSON, markdown, PNG), which CI keeps as an artifact. Fails
+# only on a gross regression of a ratio against benchmarks/baseline.json
+# (ratios, never absolute times: the machines are noisy).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 VENV="${CYLSTM_TEST_VENV:-${TMPDIR:-/tmp}/cylstm-test-venv}"
 mkdir -p "$RESULTS"
 cd "$(mktemp -d)"
 "$VENV/bin/python" -m cylstm bench --quick \
-    --json "$RESULTS/bench-quick.json" --markdown "$RESULTS/bench-quick.md" "$@"
+    --json "$RESULTS/bench-quick.json" --markdown "$RESULTS/bench-quick.md" \
+    --png "$RESULTS/bench-quick.png" \
+    --check-baseline "$REPO/benchmarks/baseline.json" "$@"
