@@ -11,4 +11,4 @@ cd "$(mktemp -d)"
 "$VENV/bin/python" -m cylstm bench --quick \
     --json "$RESULTS/bench-quick.json" --markdown "$RESULTS/bench-quick.md" \
     --png "$RESULTS/bench-quick.png" \
-    --check-baseline "$REPO/benchmarks/baseline.json" "$@"
+    --check-baseline "$REPO/benchmarks/baseline.json" --no-progress "$@"
