@@ -392,6 +392,7 @@ def backward_layer(const floating[:, :, ::1] x,
     cdef floating[:, ::1] dc = dc_state
     cdef floating[:, ::1] d_gates = np.empty((B, G), dtype=dtype)
     cdef floating[:, ::1] first_act = np.zeros((B, G), dtype=dtype)
+    cdef floating[::1] ones = np.ones(T * B, dtype=dtype)
     cdef floating[:, ::1] m_view, dm_view
     cdef floating *m = NULL
     cdef floating *dm = &dh[0, 0]
@@ -460,11 +461,9 @@ def backward_layer(const floating[:, :, ::1] x,
         # above paired it with out past the row's length, which is zero)
         gemm_tn(<int> G, <int> P, <int> B, 1, &first_act[0, 0], <int> G, &h0[0, 0],
                 <int> P, 1, &grad_w_hh[0, 0], <int> P)
-        # grad_bias = act summed over all steps and rows
-        for t in range(T):
-            for row in range(B):
-                for j in range(G):
-                    grad_bias[j] += act[t, row, j]
+        # grad_bias = act.T @ ones: act summed over all steps and rows
+        gemv_t(<int> (T * B), <int> G, 1, &act[0, 0, 0], <int> G, &ones[0], 0,
+               &grad_bias[0])
 
     if order != NULL:
         np.asarray(grad_h0)[order_view] = dh
