@@ -2,7 +2,6 @@
 Single-layer cases, plus stacked / bidirectional / projected / variable-length ones (their
 config has num_layers, bidirectional, proj_size; some store lengths: torch packed sequences)."""
 
-import json
 import os
 
 import numpy as np
@@ -10,26 +9,13 @@ import pytest
 
 import cylstm
 from reference import reference_model, reference_module
-from testutil import tol
+from testutil import load_golden_cases, tol
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "torch_lstm.npz")
 PARAMS = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
 
 
-def _load():
-    with np.load(GOLDEN, allow_pickle=False) as f:
-        data = {k: f[k] for k in f.files}
-    cases = {}
-    for key, value in data.items():
-        if "/" in key:
-            name, field = key.split("/", 1)
-            cases.setdefault(name, {})[field] = value
-    for case in cases.values():
-        case["config"] = json.loads(str(case["config"]))
-    return cases
-
-
-CASES = _load()
+CASES = load_golden_cases("torch_lstm.npz")
 
 
 def _is_single(case):

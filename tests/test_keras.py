@@ -14,7 +14,6 @@ c_n[k] interleaved; initial_state likewise into hx.
 """
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from cylstm.keras_io import lengths_from_mask, lstm_from_keras
-from testutil import tol
+from testutil import load_golden_cases, tol
 
 if importlib.util.find_spec("torch") is not None:
     # The lightest Keras backend here; an explicit KERAS_BACKEND still wins.
@@ -99,20 +98,7 @@ def assert_matches(ours, keras_results, dtype):
 
 # -- golden file: always runs --------------------------------------------------------------------
 
-def load_golden():
-    with np.load(GOLDEN, allow_pickle=False) as f:
-        data = {k: f[k] for k in f.files}
-    cases = {}
-    for key, value in data.items():
-        if "/" in key:
-            name, field = key.split("/", 1)
-            cases.setdefault(name, {})[field] = value
-    for case in cases.values():
-        case["config"] = json.loads(str(case["config"]))
-    return cases
-
-
-GOLDEN_CASES = load_golden()
+GOLDEN_CASES = load_golden_cases("keras_lstm.npz")
 
 
 def stand_in_from_golden(case):

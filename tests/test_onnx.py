@@ -17,12 +17,12 @@ import pytest
 
 import cylstm
 from cylstm import onnx_io
+from testutil import load_golden_cases
 
 F32 = dict(atol=1e-5, rtol=1e-5)
 F64 = dict(atol=1e-12, rtol=1e-12)
 T, B, D, H = 7, 4, 3, 5
 LENGTHS = np.array([7, 2, 5, 1], np.int32)  # unequal, unsorted, a full row and a 1-step row
-GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "onnx_lstm.npz")
 
 
 @pytest.fixture(scope="module")
@@ -465,17 +465,6 @@ def _with_hidden_size(model, hidden_size):
 
 # -- run_onnx_semantics and golden outputs (no onnx needed) ----------------------------------
 
-def _golden_cases():
-    with np.load(GOLDEN, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
-    cases = {}
-    for key, value in arrays.items():
-        if "/" in key:
-            name, field = key.split("/", 1)
-            cases.setdefault(name, {})[field] = value
-    return cases
-
-
 def _model_from_onnx_arrays(W, R, B, bidirectional, batch_first):
     """An independent gate reorder (ONNX i, o, f, c -> i, f, g, o), for the golden test."""
     to_torch = lambda a: np.concatenate([np.split(a, 4)[k] for k in (0, 2, 3, 1)])  # noqa: E731
@@ -495,7 +484,7 @@ def _model_from_onnx_arrays(W, R, B, bidirectional, batch_first):
 @pytest.mark.parametrize("layout", [0, 1])
 @pytest.mark.parametrize("name", ["forward", "bidirectional"])
 def test_run_onnx_semantics_matches_golden_onnxruntime_outputs(name, layout):
-    case = _golden_cases()[name]
+    case = load_golden_cases("onnx_lstm.npz")[name]
     model = _model_from_onnx_arrays(case["W"], case["R"], case["B"],
                                     str(case["direction"]) == "bidirectional", bool(layout))
     swap = (lambda a: np.swapaxes(a, 0, 1)) if layout else (lambda a: a)  # noqa: E731

@@ -2,9 +2,31 @@
 sys.path). Tolerances: agreement with the float64 reference on ordinary data (default init,
 inputs ~ N(0, 1))."""
 
+import json
+import os
+
 import numpy as np
 
 from reference import reference_module
+
+GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+
+
+def load_golden_cases(filename):
+    """{case: {field: array}} from tests/golden/<filename>, whose keys are '<case>/<field>'.
+
+    A 'config' field holds JSON and is returned parsed."""
+    with np.load(os.path.join(GOLDEN_DIR, filename), allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}
+    cases = {}
+    for key, value in arrays.items():
+        if "/" in key:
+            name, field = key.split("/", 1)
+            cases.setdefault(name, {})[field] = value
+    for case in cases.values():
+        if "config" in case:
+            case["config"] = json.loads(str(case["config"]))
+    return cases
 
 TOLERANCES = {
     np.dtype(np.float32): dict(atol=1e-5, rtol=1e-5),
