@@ -8,7 +8,6 @@ the equivalent layout=0 graph run on transposed data, and float64 graphs with on
 reference evaluator (which ignores sequence_lens, so those cases use full-length rows).
 """
 
-import os
 import subprocess
 import sys
 
