@@ -42,8 +42,9 @@ cdef enum:
     # while the time loop consumes it, and independent of the sequence length.
     GATE_CHUNK_BYTES = 512 * 1024
     MIN_GEMM_ROWS = 256
-    # Steps from which a batch-1 call pays for transposing w_hh (see below).
-    TRANSPOSE_MIN_STEPS = 16
+    # Steps from which a batch-1 call pays for transposing w_hh (see below):
+    # the copy costs about as much as 50-60 steps save.
+    TRANSPOSE_MIN_STEPS = 128
 
 
 def simd_path():
@@ -240,11 +241,11 @@ def forward_layer(const floating[:, :, :] x,
                             t = _time(step, p, length, T, reverse)
                             row = order[p] if order != NULL else p
                             memcpy(x_chunk + (s * rows + p) * D, &x[t, row, 0], D * itemsize)
-                gemm_nt(<int> (steps * rows), <int> G, <int> D, 1, x_chunk,
-                        <int> D, &w_ih[0, 0], <int> D, 0, &gates[0, 0], <int> G)
+                matmul_nt(<int> (steps * rows), <int> G, <int> D, x_chunk, &w_ih[0, 0], 0,
+                          &gates[0, 0])
             else:
-                gemm_nt(<int> (steps * B), <int> G, <int> D, 1, &x[first, 0, 0],
-                        <int> D, &w_ih[0, 0], <int> D, 0, &gates[0, 0], <int> G)
+                matmul_nt(<int> (steps * B), <int> G, <int> D, &x[first, 0, 0],
+                          &w_ih[0, 0], 0, &gates[0, 0])
 
             active = rows
             for s in range(steps):
