@@ -48,6 +48,8 @@ def as_real_array(name, value, dtype):
     Accepts anything np.asarray takes, and torch tensors (detached first).
     Refuses complex, string and other non-numeric input with a TypeError.
     """
+    if type(value) is np.ndarray and value.dtype == dtype:  # the common case, fast
+        return value
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
         try:
             value = value.detach().cpu().numpy()

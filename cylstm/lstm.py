@@ -168,20 +168,23 @@ class LSTM:
             names.append(f"weight_hr_{suffix}")
         return names
 
+    def _layer_layout(self, layer, direction):
+        """[(name, shape)] of one (layer, direction)'s parameters, in PyTorch's order."""
+        gates, width = 4 * self.hidden_size, self.output_size
+        inputs = self.input_size if layer == 0 else width * self.num_directions
+        shapes = [(gates, inputs), (gates, width)]
+        if self.bias:
+            shapes += [(gates,), (gates,)]
+        if self.proj_size:
+            shapes.append((self.proj_size, self.hidden_size))
+        return list(zip(self._parameter_names(layer, direction), shapes))
+
     def _parameter_shapes(self):
         """{name: shape} of every parameter, in PyTorch's order."""
-        gates, out = 4 * self.hidden_size, self.output_size
-        shapes = {}
-        for layer in range(self.num_layers):
-            inputs = self.input_size if layer == 0 else out * self.num_directions
-            for direction in range(self.num_directions):
-                layer_shapes = [(gates, inputs), (gates, out)]
-                if self.bias:
-                    layer_shapes += [(gates,), (gates,)]
-                if self.proj_size:
-                    layer_shapes.append((self.proj_size, self.hidden_size))
-                shapes.update(zip(self._parameter_names(layer, direction), layer_shapes))
-        return shapes
+        return {name: shape
+                for layer in range(self.num_layers)
+                for direction in range(self.num_directions)
+                for name, shape in self._layer_layout(layer, direction)}
 
     # -- running ---------------------------------------------------------
 
@@ -320,23 +323,17 @@ class LSTM:
 
     def _kernel_parameters(self, layer, direction):
         """(w_ih, w_hh, b_ih + b_hh, w_hr or None) as C-contiguous arrays of the model dtype."""
-        gates, width = 4 * self.hidden_size, self.output_size
-        inputs = self.input_size if layer == 0 else width * self.num_directions
-        shapes = [(gates, inputs), (gates, width)]
-        if self.bias:
-            shapes += [(gates,), (gates,)]
-        if self.proj_size:
-            shapes.append((self.proj_size, self.hidden_size))
         params = []
-        for name, shape in zip(self._parameter_names(layer, direction), shapes):
+        for name, shape in self._layer_layout(layer, direction):
             value = getattr(self, name)
             if not (type(value) is np.ndarray and value.dtype == self.dtype
                     and value.shape == shape and value.flags.c_contiguous):
                 value = np.ascontiguousarray(
                     check_shape(name, as_real_array(name, value, self.dtype), shape))
             params.append(value)
-        bias = params[2] + params[3] if self.bias else np.zeros(gates, self.dtype)
-        return params[0], params[1], bias, (params[-1] if self.proj_size else None)
+        w_ih, w_hh = params[:2]
+        bias = params[2] + params[3] if self.bias else np.zeros(w_ih.shape[0], self.dtype)
+        return w_ih, w_hh, bias, (params[-1] if self.proj_size else None)
 
     def stream(self):
         """A stateful runner: feed the sequence in chunks, get the same outputs.
