@@ -11,6 +11,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("CYLSTM_DEBUG", "0") == "1"
+ANNOTATE = os.environ.get("CYLSTM_ANNOTATE", "0") == "1"
 
 directives = {
     "language_level": 3,
@@ -42,6 +43,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
-        annotate=os.environ.get("CYLSTM_ANNOTATE", "0") == "1",
+        annotate=ANNOTATE,
+        force=ANNOTATE,  # an up-to-date .c would otherwise skip writing the HTML
     ),
 )

@@ -73,6 +73,7 @@ import time
 
 import numpy as np
 
+from ._validation import aligned_copy
 from ._version import __version__
 from .numpy_lstm import lstm_numpy
 
@@ -298,16 +299,6 @@ class _Measured:
         return self._elapsed
 
 
-def _aligned_copy(a, alignment=64):
-    """A C-contiguous copy of `a` whose data starts on an `alignment`-byte boundary."""
-    a = np.asarray(a)
-    buf = np.empty(a.nbytes + alignment, dtype=np.uint8)
-    offset = (-buf.ctypes.data) % alignment
-    out = buf[offset:offset + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
 class _Case:
     """The input, weights and cylstm model of one config of the main table."""
 
@@ -319,11 +310,11 @@ class _Case:
         self.x = rng.standard_normal((T, B, D)).astype(DTYPE)
         self.model = LSTM(D, H, dtype=DTYPE, seed=seed)
         sd = self.model.state_dict()
-        self.w_ih = _aligned_copy(sd["weight_ih_l0"])
-        self.w_hh = _aligned_copy(sd["weight_hh_l0"])
+        self.w_ih = aligned_copy(sd["weight_ih_l0"], DTYPE)
+        self.w_hh = aligned_copy(sd["weight_hh_l0"], DTYPE)
         self.b_ih = sd["bias_ih_l0"]
         self.b_hh = sd["bias_hh_l0"]
-        self.bias = _aligned_copy(self.b_ih + self.b_hh)
+        self.bias = aligned_copy(self.b_ih + self.b_hh, DTYPE)
 
     def info(self):
         """Extra columns of this case's rows."""

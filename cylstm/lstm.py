@@ -425,9 +425,6 @@ class LSTM:
             "dtype": self.dtype.name,
         }
 
-    def __getstate__(self):
-        return self.__dict__.copy()
-
     def __setstate__(self, state):
         # Unpickled arrays land at any address; restore the aligned copies.
         self.__dict__.update(state)
