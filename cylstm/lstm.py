@@ -5,6 +5,7 @@ module validates input, picks the dtype and memory layout, and walks layers
 and directions; each (layer, direction) is one call of the compiled kernel in
 cylstm/_lstm.pyx that runs the whole sequence.
 """
+import functools
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -160,24 +161,12 @@ class LSTM:
 
     def _parameter_names(self, layer, direction):
         """The names of one (layer, direction)'s parameters, in PyTorch's order."""
-        suffix = f"l{layer}" + ("_reverse" if direction else "")
-        names = [f"weight_ih_{suffix}", f"weight_hh_{suffix}"]
-        if self.bias:
-            names += [f"bias_ih_{suffix}", f"bias_hh_{suffix}"]
-        if self.proj_size:
-            names.append(f"weight_hr_{suffix}")
-        return names
+        return [name for name, _ in self._layer_layout(layer, direction)]
 
     def _layer_layout(self, layer, direction):
-        """[(name, shape)] of one (layer, direction)'s parameters, in PyTorch's order."""
-        gates, width = 4 * self.hidden_size, self.output_size
-        inputs = self.input_size if layer == 0 else width * self.num_directions
-        shapes = [(gates, inputs), (gates, width)]
-        if self.bias:
-            shapes += [(gates,), (gates,)]
-        if self.proj_size:
-            shapes.append((self.proj_size, self.hidden_size))
-        return list(zip(self._parameter_names(layer, direction), shapes))
+        """((name, shape), ...) of one (layer, direction)'s parameters, in PyTorch's order."""
+        return _layer_layout(self.input_size, self.hidden_size, self.proj_size, self.bias,
+                             self.num_directions, layer, direction)
 
     def _parameter_shapes(self):
         """{name: shape} of every parameter, in PyTorch's order."""
@@ -440,6 +429,20 @@ class LSTM:
                           if config[key] != default)
         return (f"LSTM({self.input_size}, {self.hidden_size}{options}, "
                 f"dtype={self.dtype.name})")
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_layout(input_size, hidden_size, proj_size, bias, num_directions, layer, direction):
+    """LSTM._layer_layout, cached: every call of a model reads it per layer."""
+    suffix = f"l{layer}" + ("_reverse" if direction else "")
+    gates, width = 4 * hidden_size, proj_size or hidden_size
+    inputs = input_size if layer == 0 else width * num_directions
+    layout = [(f"weight_ih_{suffix}", (gates, inputs)), (f"weight_hh_{suffix}", (gates, width))]
+    if bias:
+        layout += [(f"bias_ih_{suffix}", (gates,)), (f"bias_hh_{suffix}", (gates,))]
+    if proj_size:
+        layout.append((f"weight_hr_{suffix}", (proj_size, hidden_size)))
+    return tuple(layout)
 
 
 def _check_input(x, input_size):

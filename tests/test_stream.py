@@ -187,8 +187,11 @@ def test_batch_size_fixed_until_reset():
     model = _model()
     stream = model.stream()
     stream(random_input(rng, model, 3, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"chunk must continue the stream's batch size 2, "
+                                         r"got batch size 4 of shape \(3, 4, 3\)"):
         stream(random_input(rng, model, 3, 4))
+    with pytest.raises(ValueError, match="got unbatched input of shape"):
+        stream(random_input(rng, model, 3, None))
     stream.reset()
     x = random_input(rng, model, 3, 4)
     assert_same(stream(x), model(x)[0])
@@ -247,3 +250,21 @@ def test_bidirectional_refused(layers):
         model.stream()
     with pytest.raises(ValueError, match="bidirectional"):
         cylstm.LSTMStream(model)
+
+
+def test_bad_weights_leave_the_state_unchanged():
+    """Every layer's weights are checked before any layer advances the state."""
+    rng = np.random.default_rng(10)
+    model = _model(2, 2)
+    x = random_input(rng, model, 4, 2)
+    stream = model.stream()
+    stream(x[:2])
+    before = stream.state
+    good = model.weight_hh_l1
+    model.weight_hh_l1 = np.zeros((4 * H, 3))
+    with pytest.raises(ValueError, match=r"weight_hh_l1 must have shape \(20, 2\)"):
+        stream(x[2:])
+    assert_same(stream.state[0], before[0])
+    assert_same(stream.state[1], before[1])
+    model.weight_hh_l1 = good
+    assert_results_same((stream(x[2:]), stream.state), model(x[2:], before))
