@@ -136,7 +136,7 @@ class Backward:
             grad = grad_input
 
         grad_x = grad.transpose(1, 0, 2) if inputs.batch_first else grad
-        grads = {name: grads[name] for name in model.state_dict()}
+        grads = {name: grads[name] for name in model._parameter_shapes()}
         if inputs.unbatched:
             return grad_x[:, 0], (grad_h0[:, 0], grad_c0[:, 0]), grads
         return np.ascontiguousarray(grad_x), (grad_h0, grad_c0), grads
