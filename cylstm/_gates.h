@@ -114,20 +114,39 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
  *   c: cell state (H), updated; h: where the new hidden state goes (H).
  * cell_train:    the same, also keeping what backpropagation needs:
  *   act (4H) = i, f, g, o after their nonlinearities; c_out (H) = the new c.
+ * cell_columns:  the forward step of n batch rows in the column layout, where
+ *   a batch row is a column: gate unit k of row p is gates[k * ld_gates + p],
+ *   unit j of c and h (and of act, i, f, g, o as in cell_train, if act is not
+ *   NULL) is at [j * ld_state + p]. Vectorised over the rows: this is the
+ *   layout in which OpenBLAS runs the per-step product fastest (_lstm.pyx).
  * cell_output:   m = o * tanh(c) from kept act and c (the unprojected h).
  * cell_backward: one step of backpropagation through time.
  *   act: in, the kept i, f, g, o; out, the gradient of the pre-activations.
  *   c, c_prev: the cell state after and before the step; dh: dL/dh (before a
  *   projection); dc: in, dL/dc from later steps; out, dL/dc_prev.
  */
-/* i, f, g, o and the new cell state of element j, shared by cell and cell_train
- * so that training sees exactly the numbers inference computes. */
-#define CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_)                            \
-    const real i = sigmoid(gates[j] + bias[j]);                                  \
-    const real f = sigmoid(gates[H + j] + bias[H + j]);                          \
-    const real g = tanh_(gates[2 * H + j] + bias[2 * H + j]);                    \
-    const real o = sigmoid(gates[3 * H + j] + bias[3 * H + j]);                  \
-    const real c_new = f * c[j] + i * g;
+/* i, f, g, o and the new cell state from the four pre-activations and the old
+ * state, shared by every forward cell so that training sees exactly the numbers
+ * inference computes, in either layout. */
+#define CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, inputs)                    \
+    CYLSTM_GATE_ACTIVATIONS_OF(real, sigmoid, tanh_, inputs)
+#define CYLSTM_GATE_ACTIVATIONS_OF(real, sigmoid, tanh_, pre_i, pre_f, pre_g, pre_o, \
+                                   c_old)                                        \
+    const real i = sigmoid(pre_i);                                               \
+    const real f = sigmoid(pre_f);                                               \
+    const real g = tanh_(pre_g);                                                 \
+    const real o = sigmoid(pre_o);                                               \
+    const real c_new = f * (c_old) + i * g;
+
+/* `inputs` of CYLSTM_GATE_ACTIVATIONS (expanded into the five arguments of
+ * CYLSTM_GATE_ACTIVATIONS_OF) for unit j of one row in the row layout and for
+ * row p of unit j in the column layout. */
+#define CYLSTM_ROW_INPUTS(j)                                                     \
+    gates[j] + bias[j], gates[H + j] + bias[H + j],                              \
+    gates[2 * H + j] + bias[2 * H + j], gates[3 * H + j] + bias[3 * H + j], c[j]
+#define CYLSTM_COLUMN_INPUTS(p)                                                  \
+    gate_i[p] + bias_i, gate_f[p] + bias_f, gate_g[p] + bias_g,                  \
+    gate_o[p] + bias_o, c_j[p]
 
 #define CYLSTM_DEFINE_CELLS(SUFFIX, real, sigmoid, tanh_)                        \
     CYLSTM_SIMD_CLONES                                                           \
@@ -136,7 +155,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
                                      real *restrict h)                           \
     {                                                                            \
         for (ptrdiff_t j = 0; j < H; ++j) {                                      \
-            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_)                        \
+            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_ROW_INPUTS(j))     \
             c[j] = c_new;                                                        \
             h[j] = o * tanh_(c_new);                                             \
         }                                                                        \
@@ -149,7 +168,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         real *restrict c_out)                                                    \
     {                                                                            \
         for (ptrdiff_t j = 0; j < H; ++j) {                                      \
-            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_)                        \
+            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_ROW_INPUTS(j))     \
             act[j] = i;                                                          \
             act[H + j] = f;                                                      \
             act[2 * H + j] = g;                                                  \
@@ -157,6 +176,45 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
             c[j] = c_new;                                                        \
             c_out[j] = c_new;                                                    \
             h[j] = o * tanh_(c_new);                                             \
+        }                                                                        \
+    }                                                                            \
+                                                                                 \
+    CYLSTM_SIMD_CLONES                                                           \
+    static void cylstm_cell_columns_##SUFFIX(                                    \
+        ptrdiff_t H, ptrdiff_t n, const real *restrict gates, ptrdiff_t ld_gates, \
+        const real *restrict bias, real *restrict c, real *restrict h,           \
+        real *restrict act, ptrdiff_t ld_state)                                  \
+    {                                                                            \
+        for (ptrdiff_t j = 0; j < H; ++j) {                                      \
+            const real *restrict gate_i = gates + j * ld_gates;                  \
+            const real *restrict gate_f = gate_i + H * ld_gates;                 \
+            const real *restrict gate_g = gate_f + H * ld_gates;                 \
+            const real *restrict gate_o = gate_g + H * ld_gates;                 \
+            const real bias_i = bias[j], bias_f = bias[H + j];                   \
+            const real bias_g = bias[2 * H + j], bias_o = bias[3 * H + j];       \
+            real *restrict c_j = c + j * ld_state;                               \
+            real *restrict h_j = h + j * ld_state;                               \
+            if (act == NULL) {                                                   \
+                for (ptrdiff_t p = 0; p < n; ++p) {                              \
+                    CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_COLUMN_INPUTS(p)) \
+                    c_j[p] = c_new;                                              \
+                    h_j[p] = o * tanh_(c_new);                                   \
+                }                                                                \
+            } else {                                                             \
+                real *restrict act_i = act + j * ld_state;                       \
+                real *restrict act_f = act_i + H * ld_state;                     \
+                real *restrict act_g = act_f + H * ld_state;                     \
+                real *restrict act_o = act_g + H * ld_state;                     \
+                for (ptrdiff_t p = 0; p < n; ++p) {                              \
+                    CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_COLUMN_INPUTS(p)) \
+                    act_i[p] = i;                                                \
+                    act_f[p] = f;                                                \
+                    act_g[p] = g;                                                \
+                    act_o[p] = o;                                                \
+                    c_j[p] = c_new;                                              \
+                    h_j[p] = o * tanh_(c_new);                                   \
+                }                                                                \
+            }                                                                    \
         }                                                                        \
     }                                                                            \
                                                                                  \
