@@ -52,11 +52,12 @@ cdef enum:
     # the copy costs about as much as 50-60 steps save.
     TRANSPOSE_MIN_STEPS = 128
     # Batch size from which forward_layer keeps gates and state in the column
-    # layout, a batch row per column: with w_hh as the second operand and the
-    # batch as BLAS's M, OpenBLAS ran the per-step product 1.4-1.5x faster at
-    # (B, H) = (32, 256), 1.1-1.2x at (64, 512) and 1.03-1.08x at (256, 256).
-    # The gate math is then vectorised over the batch, so it needs a few rows.
-    COLUMN_MIN_BATCH = 8
+    # layout, a batch row per column. With the batch as BLAS's M and w_hh as
+    # the second operand, OpenBLAS ran the per-step product 1.4-1.5x faster
+    # at (B, H) = (32, 256), 1.1-1.2x at (64, 512), 1.03-1.08x at (256, 256);
+    # whole layers ran 1.1-2.2x faster at every B from 2 to 32 (H = 64, 256).
+    # A single row stays in the row layout, where the product is a gemv.
+    COLUMN_MIN_BATCH = 2
 
 
 # For tests and benchmarks: the batch size from which the column layout runs.
