@@ -24,8 +24,8 @@ directives = {
 
 # Portable machine code: no -march=native. The gate math picks its SIMD width
 # at run time (target_clones in cylstm/_gates.h). -fno-trapping-math lets GCC
-# turn its clamps into vector min/max (we never read floating-point exception
-# flags); without it the gate loop stays scalar.
+# vectorise its selects as compare and blend (we never read floating-point
+# exception flags); without it the gate loops stay scalar.
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
 if os.name == "nt":
     compile_args = ["/O2"]
