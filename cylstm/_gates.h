@@ -114,89 +114,64 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
 
 /* ---- the fused cell functions, defined once for float and double ----
  *
- * cell:          the forward step of one batch row.
+ * cell:          the forward step of one batch row (the row layout).
  *   gates: the 4H pre-activations without bias; bias: b_ih + b_hh (4H);
- *   c: cell state (H), updated; h: where the new hidden state goes (H).
- * cell_train:    the same, also keeping what backpropagation needs:
- *   act (4H) = i, f, g, o after their nonlinearities; c_out (H) = the new c.
+ *   c: cell state (H), updated; h: where the new hidden state goes (H);
+ *   act: NULL, or (4H) where i, f, g, o after their nonlinearities are kept
+ *   for backpropagation.
  * cell_columns:  the forward step of n batch rows in the column layout, where
  *   a batch row is a column: gate unit k of row p is gates[k * ld_gates + p],
- *   unit j of c and h (and of act, i, f, g, o as in cell_train, if act is not
- *   NULL) is at [j * ld_state + p]. Vectorised over the rows: this is the
- *   layout in which OpenBLAS runs the per-step product fastest (_lstm.pyx).
+ *   unit j of c and h (and of act, as in cell, if act is not NULL) is at
+ *   [j * ld_state + p]. Vectorised over the rows: this is the layout in which
+ *   OpenBLAS runs the per-step product fastest (_lstm.pyx).
  * cell_output:   m = o * tanh(c) from kept act and c (the unprojected h).
  * cell_backward: one step of backpropagation through time.
  *   act: in, the kept i, f, g, o; out, the gradient of the pre-activations.
  *   c, c_prev: the cell state after and before the step; dh: dL/dh (before a
  *   projection); dc: in, dL/dc from later steps; out, dL/dc_prev.
+ *
+ * Both forward cells run two passes per block of CYLSTM_BLOCK elements: the
+ * four activations (into act, or a local buffer), then c and h. A single fused
+ * loop was latency-bound (one long chain of dependent operations per element)
+ * and 1.5x slower. Both compute an element with the same operations, so every
+ * layout, with or without act, gives the same numbers.
  */
-/* i, f, g, o and the new cell state from the four pre-activations and the old
- * state, shared by every forward cell so that training sees exactly the numbers
- * inference computes, in either layout. */
 #define CYLSTM_C_NEW(i, f, g, c_old) ((f) * (c_old) + (i) * (g))
-#define CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, inputs)                    \
-    CYLSTM_GATE_ACTIVATIONS_OF(real, sigmoid, tanh_, inputs)
-#define CYLSTM_GATE_ACTIVATIONS_OF(real, sigmoid, tanh_, pre_i, pre_f, pre_g, pre_o, \
-                                   c_old)                                        \
-    const real i = sigmoid(pre_i);                                               \
-    const real f = sigmoid(pre_f);                                               \
-    const real g = tanh_(pre_g);                                                 \
-    const real o = sigmoid(pre_o);                                               \
-    const real c_new = CYLSTM_C_NEW(i, f, g, c_old);
 
-/* `inputs` of CYLSTM_GATE_ACTIVATIONS (expanded into the five arguments of
- * CYLSTM_GATE_ACTIVATIONS_OF) for unit j of one row in the row layout and for
- * row p of unit j in the column layout. */
-#define CYLSTM_ROW_INPUTS(j)                                                     \
-    gates[j] + bias[j], gates[H + j] + bias[H + j],                              \
-    gates[2 * H + j] + bias[2 * H + j], gates[3 * H + j] + bias[3 * H + j], c[j]
-#define CYLSTM_COLUMN_INPUTS(p)                                                  \
-    gate_i[p] + bias_i, gate_f[p] + bias_f, gate_g[p] + bias_g,                  \
-    gate_o[p] + bias_o, c_j[p]
+/* Pass 1 and 2 over m elements: pre-activations gate_x[k] + bias_x(k) into
+ * act_x[k]; then c[k] and h[k]. */
+#define CYLSTM_CELL_PASSES(real, sigmoid, tanh_, m, bias_i, bias_f, bias_g, bias_o) \
+    for (ptrdiff_t k = 0; k < (m); ++k) {                                        \
+        act_i[k] = sigmoid(gate_i[k] + (bias_i));                                \
+        act_f[k] = sigmoid(gate_f[k] + (bias_f));                                \
+        act_g[k] = tanh_(gate_g[k] + (bias_g));                                  \
+        act_o[k] = sigmoid(gate_o[k] + (bias_o));                                \
+    }                                                                            \
+    for (ptrdiff_t k = 0; k < (m); ++k) {                                        \
+        const real c_new = CYLSTM_C_NEW(act_i[k], act_f[k], act_g[k], c_k[k]);   \
+        c_k[k] = c_new;                                                          \
+        h_k[k] = act_o[k] * tanh_(c_new);                                        \
+    }
 
 #define CYLSTM_DEFINE_CELLS(SUFFIX, real, sigmoid, tanh_)                        \
     CYLSTM_SIMD_CLONES                                                           \
     static void cylstm_cell_##SUFFIX(ptrdiff_t H, const real *restrict gates,    \
                                      const real *restrict bias, real *restrict c, \
-                                     real *restrict h)                           \
+                                     real *restrict h, real *restrict act)       \
     {                                                                            \
-        /* Blocks of CYLSTM_BLOCK units, two passes each: the activations    \
-         * into act, then c and h. Short independent dependency chains: the  \
-         * fused loop is latency-bound and ~1.5x slower. Same arithmetic. */   \
-        real act[4][CYLSTM_BLOCK] __attribute__((aligned(64)));                  \
+        real local[4][CYLSTM_BLOCK] __attribute__((aligned(64)));                \
         for (ptrdiff_t j0 = 0; j0 < H; j0 += CYLSTM_BLOCK) {                     \
-            const ptrdiff_t n = H - j0 < CYLSTM_BLOCK ? H - j0 : CYLSTM_BLOCK;   \
-            for (ptrdiff_t k = 0; k < n; ++k) {                                  \
-                const ptrdiff_t j = j0 + k;                                      \
-                act[0][k] = sigmoid(gates[j] + bias[j]);                         \
-                act[1][k] = sigmoid(gates[H + j] + bias[H + j]);                 \
-                act[2][k] = tanh_(gates[2 * H + j] + bias[2 * H + j]);           \
-                act[3][k] = sigmoid(gates[3 * H + j] + bias[3 * H + j]);         \
-            }                                                                    \
-            for (ptrdiff_t k = 0; k < n; ++k) {                                  \
-                const real c_new =                                               \
-                    CYLSTM_C_NEW(act[0][k], act[1][k], act[2][k], c[j0 + k]);    \
-                c[j0 + k] = c_new;                                               \
-                h[j0 + k] = act[3][k] * tanh_(c_new);                            \
-            }                                                                    \
-        }                                                                        \
-    }                                                                            \
-                                                                                 \
-    CYLSTM_SIMD_CLONES                                                           \
-    static void cylstm_cell_train_##SUFFIX(                                      \
-        ptrdiff_t H, const real *restrict gates, const real *restrict bias,      \
-        real *restrict c, real *restrict h, real *restrict act,                  \
-        real *restrict c_out)                                                    \
-    {                                                                            \
-        for (ptrdiff_t j = 0; j < H; ++j) {                                      \
-            CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_ROW_INPUTS(j))     \
-            act[j] = i;                                                          \
-            act[H + j] = f;                                                      \
-            act[2 * H + j] = g;                                                  \
-            act[3 * H + j] = o;                                                  \
-            c[j] = c_new;                                                        \
-            c_out[j] = c_new;                                                    \
-            h[j] = o * tanh_(c_new);                                             \
+            const ptrdiff_t m = H - j0 < CYLSTM_BLOCK ? H - j0 : CYLSTM_BLOCK;   \
+            const real *restrict gate_i = gates + j0, *restrict gate_f = gate_i + H; \
+            const real *restrict gate_g = gate_f + H, *restrict gate_o = gate_g + H; \
+            const real *restrict bias_j = bias + j0;                             \
+            real *restrict act_i = act ? act + j0 : local[0];                    \
+            real *restrict act_f = act ? act_i + H : local[1];                   \
+            real *restrict act_g = act ? act_f + H : local[2];                   \
+            real *restrict act_o = act ? act_g + H : local[3];                   \
+            real *restrict c_k = c + j0, *restrict h_k = h + j0;                 \
+            CYLSTM_CELL_PASSES(real, sigmoid, tanh_, m, bias_j[k], bias_j[H + k], \
+                               bias_j[2 * H + k], bias_j[3 * H + k])             \
         }                                                                        \
     }                                                                            \
                                                                                  \
@@ -206,35 +181,24 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         const real *restrict bias, real *restrict c, real *restrict h,           \
         real *restrict act, ptrdiff_t ld_state)                                  \
     {                                                                            \
+        real local[4][CYLSTM_BLOCK] __attribute__((aligned(64)));                \
         for (ptrdiff_t j = 0; j < H; ++j) {                                      \
-            const real *restrict gate_i = gates + j * ld_gates;                  \
-            const real *restrict gate_f = gate_i + H * ld_gates;                 \
-            const real *restrict gate_g = gate_f + H * ld_gates;                 \
-            const real *restrict gate_o = gate_g + H * ld_gates;                 \
             const real bias_i = bias[j], bias_f = bias[H + j];                   \
             const real bias_g = bias[2 * H + j], bias_o = bias[3 * H + j];       \
-            real *restrict c_j = c + j * ld_state;                               \
-            real *restrict h_j = h + j * ld_state;                               \
-            if (act == NULL) {                                                   \
-                for (ptrdiff_t p = 0; p < n; ++p) {                              \
-                    CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_COLUMN_INPUTS(p)) \
-                    c_j[p] = c_new;                                              \
-                    h_j[p] = o * tanh_(c_new);                                   \
-                }                                                                \
-            } else {                                                             \
-                real *restrict act_i = act + j * ld_state;                       \
-                real *restrict act_f = act_i + H * ld_state;                     \
-                real *restrict act_g = act_f + H * ld_state;                     \
-                real *restrict act_o = act_g + H * ld_state;                     \
-                for (ptrdiff_t p = 0; p < n; ++p) {                              \
-                    CYLSTM_GATE_ACTIVATIONS(real, sigmoid, tanh_, CYLSTM_COLUMN_INPUTS(p)) \
-                    act_i[p] = i;                                                \
-                    act_f[p] = f;                                                \
-                    act_g[p] = g;                                                \
-                    act_o[p] = o;                                                \
-                    c_j[p] = c_new;                                              \
-                    h_j[p] = o * tanh_(c_new);                                   \
-                }                                                                \
+            for (ptrdiff_t p0 = 0; p0 < n; p0 += CYLSTM_BLOCK) {                 \
+                const ptrdiff_t m = n - p0 < CYLSTM_BLOCK ? n - p0 : CYLSTM_BLOCK; \
+                const real *restrict gate_i = gates + j * ld_gates + p0;         \
+                const real *restrict gate_f = gate_i + H * ld_gates;             \
+                const real *restrict gate_g = gate_f + H * ld_gates;             \
+                const real *restrict gate_o = gate_g + H * ld_gates;             \
+                real *restrict act_i = act ? act + j * ld_state + p0 : local[0]; \
+                real *restrict act_f = act ? act_i + H * ld_state : local[1];    \
+                real *restrict act_g = act ? act_f + H * ld_state : local[2];    \
+                real *restrict act_o = act ? act_g + H * ld_state : local[3];    \
+                real *restrict c_k = c + j * ld_state + p0;                      \
+                real *restrict h_k = h + j * ld_state + p0;                      \
+                CYLSTM_CELL_PASSES(real, sigmoid, tanh_, m,                      \
+                                   bias_i, bias_f, bias_g, bias_o)               \
             }                                                                    \
         }                                                                        \
     }                                                                            \

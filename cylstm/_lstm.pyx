@@ -17,13 +17,9 @@ from ._validation import ALIGNMENT, aligned_copy
 
 cdef extern from "_gates.h" nogil:
     void cylstm_cell_f32(Py_ssize_t H, const float *gates, const float *bias,
-                         float *c, float *h) noexcept
+                         float *c, float *h, float *act) noexcept
     void cylstm_cell_f64(Py_ssize_t H, const double *gates, const double *bias,
-                         double *c, double *h) noexcept
-    void cylstm_cell_train_f32(Py_ssize_t H, const float *gates, const float *bias,
-                               float *c, float *h, float *act, float *c_out) noexcept
-    void cylstm_cell_train_f64(Py_ssize_t H, const double *gates, const double *bias,
-                               double *c, double *h, double *act, double *c_out) noexcept
+                         double *c, double *h, double *act) noexcept
     void cylstm_cell_columns_f32(Py_ssize_t H, Py_ssize_t n, const float *gates,
                                  Py_ssize_t ld_gates, const float *bias, float *c,
                                  float *h, float *act, Py_ssize_t ld_state) noexcept
@@ -70,20 +66,11 @@ def simd_path():
 
 
 cdef inline void cell(Py_ssize_t H, const floating *gates, const floating *bias,
-                      floating *c, floating *h) noexcept nogil:
+                      floating *c, floating *h, floating *act) noexcept nogil:
     if floating is float:
-        cylstm_cell_f32(H, gates, bias, c, h)
+        cylstm_cell_f32(H, gates, bias, c, h, act)
     else:
-        cylstm_cell_f64(H, gates, bias, c, h)
-
-
-cdef inline void cell_train(Py_ssize_t H, const floating *gates, const floating *bias,
-                            floating *c, floating *h, floating *act,
-                            floating *c_out) noexcept nogil:
-    if floating is float:
-        cylstm_cell_train_f32(H, gates, bias, c, h, act, c_out)
-    else:
-        cylstm_cell_train_f64(H, gates, bias, c, h, act, c_out)
+        cylstm_cell_f64(H, gates, bias, c, h, act)
 
 
 cdef inline void cell_columns(Py_ssize_t H, Py_ssize_t n, const floating *gates,
@@ -343,11 +330,12 @@ def forward_layer(const floating[:, :, :] x,
                             if keep:
                                 t = _time(step, p, length, T, reverse)
                                 row = order[p] if order != NULL else p
-                                cell_train(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
-                                           h_new, &keep_act[t, row, 0], &keep_c[t, row, 0])
+                                cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
+                                     h_new, &keep_act[t, row, 0])
+                                memcpy(&keep_c[t, row, 0], &c_sorted[p, 0], H * itemsize)
                             else:
                                 cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
-                                     h_new)
+                                     h_new, NULL)
                     if projected:
                         # h[:active] = h_cell[:active] @ w_hr.T
                         matmul_nt(<int> active, <int> P, <int> H, h_cell, &w_hr[0, 0], 0,
