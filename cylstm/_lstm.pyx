@@ -253,7 +253,7 @@ def forward_layer(const floating[:, :, :] x,
             act_cols = &act_cols_view[0, 0]
 
     cdef Py_ssize_t n_chunks = (longest + chunk - 1) // chunk
-    cdef Py_ssize_t k, first, steps, rows, active, s, step, p, t, row, j, ld
+    cdef Py_ssize_t k, first, steps, rows, active, s, step, p, t, row, ld
     cdef floating *h_new
     cdef floating *gates_step
     cdef const floating *x_rows
@@ -300,10 +300,8 @@ def forward_layer(const floating[:, :, :] x,
                             for p in range(active):
                                 t = _time(step, p, length, T, reverse)
                                 row = order[p] if order != NULL else p
-                                for j in range(G):
-                                    keep_act[t, row, j] = act_cols[j * B + p]
-                                for j in range(H):
-                                    keep_c[t, row, j] = c_cols[j * B + p]
+                                _column_to_row(G, act_cols + p, B, &keep_act[t, row, 0])
+                                _column_to_row(H, c_cols + p, B, &keep_c[t, row, 0])
                     if projected:
                         # h[:active].T = w_hr @ h_cell[:active].T
                         gemm_nn(<int> P, <int> active, <int> H, 1, &w_hr[0, 0], <int> H,
@@ -313,8 +311,7 @@ def forward_layer(const floating[:, :, :] x,
                         for p in range(active):
                             t = _time(step, p, length, T, reverse)
                             row = order[p] if order != NULL else p
-                            for j in range(P):
-                                out[t, row, j] = h_cols[j * B + p]
+                            _column_to_row(P, h_cols + p, B, &out[t, row, 0])
                 else:  # the row layout
                     # gates[s, :active] += h[:active] @ w_hh.T
                     if transposed:
@@ -353,6 +350,14 @@ def forward_layer(const floating[:, :, :] x,
     if order != NULL:
         np.asarray(h)[order_view] = h_sorted
         np.asarray(c)[order_view] = c_sorted
+
+
+cdef inline void _column_to_row(Py_ssize_t n, const floating *column, Py_ssize_t stride,
+                                floating *row) noexcept nogil:
+    """row[j] = column[j * stride] for j < n: one batch row out of the column layout."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        row[j] = column[j * stride]
 
 
 cdef inline Py_ssize_t _time(Py_ssize_t step, Py_ssize_t p, const Py_ssize_t *length,
