@@ -114,6 +114,9 @@ class LSTM:
         batch 1, the two directions run side by side), each on its own thread
         with single-threaded BLAS; needs threadpoolctl, else ignored. Results
         agree up to rounding (BLAS may round a smaller batch differently).
+        On idle cores both scale alike; when other processes keep cores busy,
+        the split degrades gracefully where BLAS threads, which wait for each
+        other at every step, can run several times slower than one thread.
 
     Parameters are ndarray attributes named as PyTorch names them, for layer k:
     `weight_ih_l{k}` (4H, D_k), `weight_hh_l{k}` (4H, H_out), `bias_ih_l{k}`
