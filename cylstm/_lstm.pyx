@@ -360,6 +360,14 @@ cdef inline void _column_to_row(Py_ssize_t n, const floating *column, Py_ssize_t
         row[j] = column[j * stride]
 
 
+cdef inline void _row_to_column(Py_ssize_t n, const floating *row, floating *column,
+                                Py_ssize_t stride) noexcept nogil:
+    """column[j * stride] = row[j] for j < n: one batch row into the column layout."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        column[j * stride] = row[j]
+
+
 cdef inline Py_ssize_t _time(Py_ssize_t step, Py_ssize_t p, const Py_ssize_t *length,
                              Py_ssize_t T, bint reverse) noexcept nogil:
     """The time index that row p (in processing order) reads at `step`."""
@@ -464,7 +472,20 @@ def backward_layer(const floating[:, :, ::1] x,
     # dh, dc: dL/dh and dL/dc flowing back through the rows, in processing order
     cdef floating[:, ::1] dh = dh_state
     cdef floating[:, ::1] dc = dc_state
+    # d_gates: d(pre-activations) of a step, rows (B, G) or, for a batch, in
+    # forward_layer's column layout (G, B): then dh = d_gates @ w_hh runs as
+    # dh.T = w_hh.T @ d_gates.T, the batch as BLAS's M, w_hh.T (a copy) as the
+    # second operand, the orientation OpenBLAS runs fastest.
+    cdef bint columns = B >= COLUMN_MIN_BATCH
     cdef floating[:, ::1] d_gates = np.empty((B, G), dtype=dtype)
+    cdef floating *d_gates_cols = &d_gates[0, 0]
+    cdef floating[:, ::1] w_hh_t_view, dh_cols_view  # own the scratch below
+    cdef floating *w_hh_t = NULL
+    cdef floating *dh_cols = NULL
+    if columns:
+        w_hh_t_view = np.ascontiguousarray(np.asarray(w_hh).T)
+        dh_cols_view = np.empty((P, B), dtype=dtype)
+        w_hh_t, dh_cols = &w_hh_t_view[0, 0], &dh_cols_view[0, 0]
     cdef floating[:, ::1] first_act = np.zeros((B, G), dtype=dtype)
     cdef floating[::1] ones = np.ones(T * B, dtype=dtype)
     cdef floating[:, ::1] m_view, dm_view
@@ -506,12 +527,21 @@ def backward_layer(const floating[:, :, ::1] x,
                     c_prev = &cell_state[_time(step - 1, p, length, T, reverse), row, 0]
                 cell_backward(H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
                               dm + p * H, &dc[p, 0])
-                memcpy(&d_gates[p, 0], &act[t, row, 0], G * itemsize)
+                if columns:
+                    _row_to_column(G, &act[t, row, 0], d_gates_cols + p, B)
+                else:
+                    memcpy(&d_gates[p, 0], &act[t, row, 0], G * itemsize)
                 if step == 0:
                     memcpy(&first_act[row, 0], &act[t, row, 0], G * itemsize)
             # dh = d_gates @ w_hh: the gradient reaching the previous step's h
-            matmul_nn(<int> active, <int> P, <int> G, &d_gates[0, 0], &w_hh[0, 0], 0,
-                      &dh[0, 0])
+            if columns:
+                gemm_nn(<int> P, <int> active, <int> G, 1, w_hh_t, <int> G, d_gates_cols,
+                        <int> B, 0, dh_cols, <int> B)
+                for p in range(active):
+                    _column_to_row(P, dh_cols + p, B, &dh[p, 0])
+            else:
+                matmul_nn(<int> active, <int> P, <int> G, &d_gates[0, 0], &w_hh[0, 0], 0,
+                          &dh[0, 0])
 
         # Weight and input gradients: a few gemms over all steps at once.
         # act is zero at padded steps (the caller allocates it zeroed), so
