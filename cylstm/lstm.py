@@ -110,10 +110,12 @@ class LSTM:
         Weights start U(-1/sqrt(H), 1/sqrt(H)) from this seed, like torch's.
     num_threads : int or None
         None: one call runs one time loop and BLAS uses its own threads (as
-        threadpoolctl allows). k > 1: the batch is split into k parts (or, at
-        batch 1, the two directions run side by side), each on its own thread
-        with single-threaded BLAS; needs threadpoolctl, else ignored. Results
-        agree up to rounding (BLAS may round a smaller batch differently).
+        threadpoolctl allows). k > 1: the batch is split into k parts, each
+        on its own thread with single-threaded BLAS; a bidirectional model
+        with k = 2 (or at batch 1) runs its two directions side by side
+        instead, with the same numbers as one thread. Needs threadpoolctl,
+        else ignored. A split batch agrees up to rounding (BLAS may round a
+        smaller batch differently).
         On idle cores both scale alike; when other processes keep cores busy,
         the split degrades gracefully where BLAS threads, which wait for each
         other at every step, can run several times slower than one thread.
@@ -196,7 +198,11 @@ class LSTM:
         inputs = self._prepare(x, hx, lengths)
         workers = self._workers()
         batch = inputs.x_time_major.shape[1]
-        if workers > 1 and batch > 1:
+        # Two workers on a bidirectional model run the directions side by side:
+        # each keeps the whole batch (measured 151 ms against 161 for the batch
+        # split and 187 for 2-thread BLAS, two layers at (100, 32, 128, 256)).
+        directions_only = self.bidirectional and workers == 2
+        if workers > 1 and batch > 1 and not directions_only:
             output, h_n, c_n = self._run_split(inputs, min(workers, batch))
         else:
             output, h_n, c_n = self._run(inputs.x_time_major, inputs.h0, inputs.c0,

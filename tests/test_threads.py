@@ -132,11 +132,14 @@ def _split_case(dtype, batch_first=False, bidirectional=True, padding="zeros"):
 
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("padding", ["zeros", "carry"])
-@pytest.mark.parametrize("workers", [2, 3, 16])
+@pytest.mark.parametrize("bidirectional,workers", [(False, 2), (False, 3), (True, 3),
+                                                   (True, 16)])
 def test_num_threads_splits_the_batch_with_the_same_results(dtype, batch_first, padding,
-                                                            workers):
+                                                            bidirectional, workers):
     pytest.importorskip("threadpoolctl")
-    model, x, hx, lengths = _split_case(dtype, batch_first, padding=padding)
+    model, x, hx, lengths = _split_case(dtype, batch_first, bidirectional, padding)
+    if not bidirectional:
+        hx = (hx[0][:2], hx[1][:2])
     expected = model(x, hx, lengths)
     model.num_threads = workers
     got = model(x, hx, lengths)
@@ -146,13 +149,17 @@ def test_num_threads_splits_the_batch_with_the_same_results(dtype, batch_first, 
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
 
 
-def test_num_threads_runs_the_directions_side_by_side_at_batch_one(dtype):
+@pytest.mark.parametrize("batch,workers", [(1, 2), (1, 3), (7, 2)])
+def test_num_threads_runs_the_directions_side_by_side(dtype, batch, workers):
+    """At batch 1, or with two workers, a bidirectional model's two directions run side by
+    side: the same kernel calls as one thread."""
     pytest.importorskip("threadpoolctl")
-    model, x, hx, _ = _split_case(dtype)
-    x, hx = x[:, :1], (hx[0][:, :1], hx[1][:, :1])
-    expected = model(x, hx)
-    model.num_threads = 2
-    got = model(x, hx)
+    model, x, hx, lengths = _split_case(dtype)
+    x, hx = x[:, :batch], (hx[0][:, :batch], hx[1][:, :batch])
+    lengths = lengths[:batch]
+    expected = model(x, hx, lengths)
+    model.num_threads = workers
+    got = model(x, hx, lengths)
     for a, b in zip((got[0], *got[1]), (expected[0], *expected[1])):
         np.testing.assert_array_equal(a, b)  # the very same kernel calls
 
