@@ -230,7 +230,7 @@ def forward_layer(const floating[:, :, :] x,
     # is batch row p of step s; in the column layout (G, steps * rows) the same
     # rows are columns (see COLUMN_MIN_BATCH).
     cdef floating[:, ::1] gates = np.empty((chunk * B, G), dtype=dtype)
-    cdef floating *gates_t = &gates[0, 0]
+    cdef floating *gates_base = &gates[0, 0]
     cdef bint columns = B >= COLUMN_MIN_BATCH and not transposed
     cdef floating *x_chunk = NULL
     cdef floating *h_cell = NULL
@@ -269,7 +269,7 @@ def forward_layer(const floating[:, :, :] x,
             steps = min(chunk, longest - first)
             while length != NULL and length[rows - 1] <= first:
                 rows -= 1
-            ld = steps * rows  # the column layout's row stride
+            ld = steps * rows  # gate rows of this chunk (the column layout's row stride)
             # gates[s * rows + p] = x[t(p, first + s), order[p]] @ w_ih.T
             if gather:
                 for s in range(steps):
@@ -282,11 +282,11 @@ def forward_layer(const floating[:, :, :] x,
                 x_rows = x_chunk
             else:
                 x_rows = &x[first, 0, 0]
-            if columns:
+            if columns:  # the same, transposed: gates = w_ih @ x_rows.T
                 gemm_nt(<int> G, <int> ld, <int> D, 1, &w_ih[0, 0], <int> D, x_rows, <int> D,
-                        0, gates_t, <int> ld)
+                        0, gates_base, <int> ld)
             else:
-                matmul_nt(<int> ld, <int> G, <int> D, x_rows, &w_ih[0, 0], 0, gates_t)
+                matmul_nt(<int> ld, <int> G, <int> D, x_rows, &w_ih[0, 0], 0, gates_base)
 
             active = rows
             for s in range(steps):
@@ -294,7 +294,7 @@ def forward_layer(const floating[:, :, :] x,
                 while length != NULL and length[active - 1] <= step:
                     active -= 1
                 if columns:
-                    gates_step = gates_t + s * rows
+                    gates_step = gates_base + s * rows
                     # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
                     gemm_nn(<int> G, <int> active, <int> P, 1, w_hh_ptr, <int> P, h_cols,
                             <int> B, 1, gates_step, <int> ld)
