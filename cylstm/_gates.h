@@ -16,6 +16,7 @@
 #ifndef CYLSTM_GATES_H
 #define CYLSTM_GATES_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -54,14 +55,14 @@ CYLSTM_INLINE float cylstm_tanh_f(float x)
 {
     const float t = x * x;
     const float y = x * CYLSTM_TANH_P(t, 1.0f, 1.0f) / CYLSTM_TANH_Q(t, 1.0f);
-    return __builtin_fabsf(x) > 7.9f ? __builtin_copysignf(1.0f, x) : y;
+    return fabsf(x) > 7.9f ? copysignf(1.0f, x) : y;
 }
 
 CYLSTM_INLINE float cylstm_sigmoid_f(float x)
 {
     const float t = x * x; /* tanh(x/2): t/4 folded in via s = 0.25 */
     const float y = x * CYLSTM_TANH_P(t, 0.25f, 0.25f) / CYLSTM_TANH_Q(t, 0.25f) + 0.5f;
-    return __builtin_fabsf(x) > 15.8f ? __builtin_copysignf(0.5f, x) + 0.5f : y;
+    return fabsf(x) > 15.8f ? copysignf(0.5f, x) + 0.5f : y;
 }
 
 /* ---- float64: exp by range reduction, accurate to ~1e-16 ---- */
