@@ -255,7 +255,7 @@ def forward_layer(const floating[:, :, :] x,
             act_cols = &act_cols_view[0, 0]
 
     cdef Py_ssize_t n_chunks = (longest + chunk - 1) // chunk
-    cdef Py_ssize_t k, first, steps, rows, active, s, step, p, t, row, ld, block, p0, q, count
+    cdef Py_ssize_t k, first, steps, rows, active, s, step, p, t, row, ld, block, p0, count
     cdef floating *act_rows[ROW_BLOCK]
     cdef floating *c_rows[ROW_BLOCK]
     cdef floating *out_rows[ROW_BLOCK]
@@ -305,11 +305,10 @@ def forward_layer(const floating[:, :, :] x,
                             for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
                                 p0 = block * ROW_BLOCK
                                 count = min(ROW_BLOCK, active - p0)
-                                for q in range(count):
-                                    t = _time(step, p0 + q, length, T, reverse)
-                                    row = order[p0 + q] if order != NULL else p0 + q
-                                    act_rows[q] = &keep_act[t, row, 0]
-                                    c_rows[q] = &keep_c[t, row, 0]
+                                _row_pointers(&keep_act[0, 0, 0], keep_act.strides, step, p0,
+                                              count, length, order, T, reverse, act_rows)
+                                _row_pointers(&keep_c[0, 0, 0], keep_c.strides, step, p0,
+                                              count, length, order, T, reverse, c_rows)
                                 _columns_to_rows(G, act_cols + p0, B, act_rows, count)
                                 _columns_to_rows(H, c_cols + p0, B, c_rows, count)
                     if projected:
@@ -321,10 +320,8 @@ def forward_layer(const floating[:, :, :] x,
                         for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
                             p0 = block * ROW_BLOCK
                             count = min(ROW_BLOCK, active - p0)
-                            for q in range(count):
-                                t = _time(step, p0 + q, length, T, reverse)
-                                row = order[p0 + q] if order != NULL else p0 + q
-                                out_rows[q] = &out[t, row, 0]
+                            _row_pointers(&out[0, 0, 0], out.strides, step, p0, count, length,
+                                          order, T, reverse, out_rows)
                             _columns_to_rows(P, h_cols + p0, B, out_rows, count)
                 else:  # the row layout
                     # gates[s, :active] += h[:active] @ w_hh.T
@@ -383,6 +380,19 @@ cdef inline void _rows_to_columns(Py_ssize_t n, floating **rows, Py_ssize_t coun
     for j in range(n):
         for q in range(count):
             columns[j * stride + q] = rows[q][j]
+
+
+cdef inline void _row_pointers(floating *base, const Py_ssize_t *strides, Py_ssize_t step,
+                               Py_ssize_t p0, Py_ssize_t count, const Py_ssize_t *length,
+                               const Py_ssize_t *order, Py_ssize_t T, bint reverse,
+                               floating **rows) noexcept nogil:
+    """rows[q] = &a[t, row, 0] for rows p0 .. p0 + count - 1 (processing order) at `step`,
+    where a (T, B, ...) starts at base and has byte strides `strides`."""
+    cdef Py_ssize_t q, p
+    for q in range(count):
+        p = p0 + q
+        rows[q] = <floating *> (<char *> base + _time(step, p, length, T, reverse) * strides[0]
+                                + (order[p] if order != NULL else p) * strides[1])
 
 
 cdef inline Py_ssize_t _time(Py_ssize_t step, Py_ssize_t p, const Py_ssize_t *length,
@@ -555,10 +565,8 @@ def backward_layer(const floating[:, :, ::1] x,
                 for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
                     p0 = block * ROW_BLOCK
                     count = min(ROW_BLOCK, active - p0)
-                    for q in range(count):
-                        t = _time(step, p0 + q, length, T, reverse)
-                        row = order[p0 + q] if order != NULL else p0 + q
-                        gate_rows[q] = &act[t, row, 0]
+                    _row_pointers(&act[0, 0, 0], act.strides, step, p0, count, length, order,
+                                  T, reverse, gate_rows)
                     _rows_to_columns(G, gate_rows, count, d_gates_cols + p0, B)
                 gemm_nn(<int> P, <int> active, <int> G, 1, w_hh_t, <int> G, d_gates_cols,
                         <int> B, 0, dh_cols, <int> B)
