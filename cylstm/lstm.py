@@ -213,12 +213,7 @@ class LSTM:
 
     def _prepare(self, x, hx, lengths):
         """Validate a call's arguments; x becomes a (T, B, D) view, states (L*dirs, B, .)."""
-        x = as_real_array("x", x, self.dtype)
-        unbatched = _check_input(x, self.input_size)
-        if unbatched:
-            x = x[:, None, :]
-        batch_first = self.batch_first and not unbatched
-        x_time_major = x.transpose(1, 0, 2) if batch_first else x
+        x_time_major, unbatched, batch_first = self._time_major("x", x)
         steps, batch = x_time_major.shape[:2]
         if lengths is not None:
             if unbatched:
@@ -226,6 +221,15 @@ class LSTM:
             lengths = as_lengths(lengths, batch, steps)
         h0, c0 = self._initial_states(hx, batch, unbatched)
         return PreparedInputs(x_time_major, h0, c0, lengths, unbatched, batch_first)
+
+    def _time_major(self, name, x):
+        """(x as a (T, B, D) view in the model dtype, unbatched, batch_first for this x)."""
+        x = as_real_array(name, x, self.dtype)
+        unbatched = _check_input(x, self.input_size)
+        if unbatched:
+            x = x[:, None, :]
+        batch_first = self.batch_first and not unbatched
+        return (x.transpose(1, 0, 2) if batch_first else x), unbatched, batch_first
 
     def forward_train(self, x, hx=None, lengths=None):
         """The forward pass, keeping what backpropagation needs.

@@ -2,8 +2,7 @@
 import numpy as np
 
 from . import _lstm
-from ._validation import as_real_array
-from .lstm import _check_input, _kernel_input, _new_output
+from .lstm import _kernel_input, _new_output
 
 
 class LSTMStream:
@@ -39,20 +38,14 @@ class LSTMStream:
     def __call__(self, chunk):
         """Run the next time steps; return their outputs."""
         model = self.model
-        x = as_real_array("chunk", chunk, model.dtype)
-        unbatched = _check_input(x, model.input_size)
-        shape = x.shape
-        if unbatched:
-            x = x[:, None, :]
-        batch_first = model.batch_first and not unbatched
-        x_time_major = x.transpose(1, 0, 2) if batch_first else x
+        x_time_major, unbatched, batch_first = model._time_major("chunk", chunk)
         steps, batch = x_time_major.shape[:2]
         if self._h is None:
             self._start(batch, unbatched)
         elif (batch, unbatched) != (self._batch, self._unbatched):
             raise ValueError(
                 f"chunk must continue the stream's {self._describe(self._batch, self._unbatched)}"
-                f", got {self._describe(batch, unbatched)} of shape {shape}; "
+                f", got {self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
                 "call reset() to start another")
 
         # Every layer's weights are checked before the first one changes the state.
