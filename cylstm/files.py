@@ -44,8 +44,7 @@ def load(path):
     except (OSError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise ValueError(f"cannot load a cylstm model from {name!r}: {exc}") from exc
     try:
-        model = LSTM(**config)
-        model.load_state_dict(arrays)
+        model = LSTM._from_parts(config, arrays)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot load a cylstm model from {name!r}: {exc}") from exc
     return model

@@ -6,6 +6,7 @@ and directions; each (layer, direction) is one call of the compiled kernel in
 cylstm/_lstm.pyx that runs the whole sequence.
 """
 import functools
+from collections.abc import Mapping
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -22,6 +23,9 @@ from ._validation import (
 )
 
 PADDING_MODES = ("zeros", "carry")
+# The constructor arguments that config() returns and _from_parts takes.
+CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
+               "bidirectional", "proj_size", "padding", "dtype")
 
 
 class PreparedInputs(NamedTuple):
@@ -130,6 +134,19 @@ class LSTM:
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
                  batch_first=False, bidirectional=False, proj_size=0,
                  padding="zeros", dtype=np.float32, seed=None, num_threads=None):
+        self._configure(input_size, hidden_size, num_layers, bias=bias,
+                        batch_first=batch_first, bidirectional=bidirectional,
+                        proj_size=proj_size, padding=padding, dtype=dtype,
+                        num_threads=num_threads)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        for name, shape in self._parameter_shapes().items():
+            setattr(self, name, aligned_copy(rng.uniform(-bound, bound, shape), self.dtype))
+
+    def _configure(self, input_size, hidden_size, num_layers=1, *, bias=True,
+                   batch_first=False, bidirectional=False, proj_size=0,
+                   padding="zeros", dtype=np.float32, num_threads=None):
+        """Check and set the configuration (everything but the weights)."""
         self.input_size = check_size("input_size", input_size)
         self.hidden_size = check_size("hidden_size", hidden_size)
         self.num_layers = check_size("num_layers", num_layers)
@@ -140,7 +157,7 @@ class LSTM:
             raise ValueError(
                 f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
         self.proj_size = int(proj_size)
-        if padding not in PADDING_MODES:
+        if not isinstance(padding, str) or padding not in PADDING_MODES:
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         self.padding = padding
         self.bias = check_flag("bias", bias)
@@ -148,10 +165,25 @@ class LSTM:
         self.bidirectional = check_flag("bidirectional", bidirectional)
         self.dtype = check_dtype(dtype)
         self.num_threads = None if num_threads is None else check_size("num_threads", num_threads)
-        rng = np.random.default_rng(seed)
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        for name, shape in self._parameter_shapes().items():
-            setattr(self, name, aligned_copy(rng.uniform(-bound, bound, shape), self.dtype))
+
+    @classmethod
+    def _from_parts(cls, config, state_dict, num_threads=None):
+        """A model from `config()`'s dict and a state dict, validated as __init__ and
+        load_state_dict validate; no random weights are drawn. Every loader (files,
+        converters, unpickling) builds its model here.
+        """
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        unknown = sorted(str(key) for key in config if key not in CONFIG_KEYS)
+        if unknown:
+            raise TypeError(f"config has unknown keys {unknown}; expected some of {CONFIG_KEYS}")
+        required = [key for key in ("input_size", "hidden_size") if key not in config]
+        if required:
+            raise TypeError(f"config must give {required}")
+        model = cls.__new__(cls)
+        model._configure(**config, num_threads=num_threads)
+        model.load_state_dict(state_dict)
+        return model
 
     # -- structure -------------------------------------------------------
 
@@ -403,17 +435,32 @@ class LSTM:
         Names and shapes must match exactly; values are converted to the model
         dtype and copied. Nothing is changed unless every entry is valid.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict must be a mapping of parameter names to arrays, "
+                f"got {type(state_dict).__name__}")
+        # Count first: a configuration claiming a billion layers must not
+        # build a billion names before it is refused.
+        expected_count = (self.num_layers * self.num_directions
+                          * (2 + 2 * self.bias + bool(self.proj_size)))
+        if len(state_dict) != expected_count and expected_count > 4096:
+            raise ValueError(
+                f"state_dict must hold the model's {expected_count} parameters, got "
+                f"{len(state_dict)} entries: {_some(state_dict)}")
         shapes = self._parameter_shapes()
         missing = [name for name in shapes if name not in state_dict]
         unexpected = [name for name in state_dict if name not in shapes]
         if missing or unexpected:
             raise ValueError(
-                f"state_dict does not match the model: missing {missing}, "
-                f"unexpected {unexpected}; expected the names {list(shapes)}")
+                f"state_dict does not match the model: missing {_some(missing)}, "
+                f"unexpected {_some(unexpected)}; expected the names {_some(shapes)}")
         loaded = {}
         for name, shape in shapes.items():
-            value = as_real_array(f"state_dict[{name!r}]", state_dict[name], self.dtype)
-            loaded[name] = check_shape(f"state_dict[{name!r}]", value, shape)
+            value = state_dict[name]
+            argument = f"state_dict[{name!r}]"
+            if hasattr(value, "shape"):  # check before converting a large wrong array
+                check_shape(argument, _Shaped(tuple(value.shape)), shape)
+            loaded[name] = check_shape(argument, as_real_array(argument, value, self.dtype), shape)
         for name, value in loaded.items():
             setattr(self, name, aligned_copy(value, self.dtype))
 
@@ -427,12 +474,24 @@ class LSTM:
             "dtype": self.dtype.name,
         }
 
+    def __getstate__(self):
+        return {"config": self.config(), "num_threads": self.num_threads,
+                "parameters": {name: getattr(self, name) for name in self._parameter_shapes()}}
+
     def __setstate__(self, state):
-        # Unpickled arrays land at any address; restore the aligned copies.
-        self.__dict__.update(state)
-        for name in self._parameter_shapes():
-            value = getattr(self, name)
-            setattr(self, name, aligned_copy(value, value.dtype))
+        # A pickle is untrusted data: rebuild through the checks of __init__ and
+        # load_state_dict (this also restores the weights' 64-byte alignment).
+        if not isinstance(state, Mapping):
+            raise TypeError(f"an LSTM pickle state must be a dict, got {type(state).__name__}")
+        if "config" in state:
+            config, parameters = state["config"], state.get("parameters")
+            num_threads = state.get("num_threads")
+        else:  # written by cylstm 0.1: the instance's __dict__
+            config = {key: state[key] for key in CONFIG_KEYS if key in state}
+            parameters = {key: value for key, value in state.items()
+                          if key not in CONFIG_KEYS and key != "num_threads"}
+            num_threads = state.get("num_threads")
+        self.__dict__.update(LSTM._from_parts(config, parameters, num_threads).__dict__)
 
     def __repr__(self):
         defaults = {"num_layers": 1, "bias": True, "batch_first": False,
@@ -456,6 +515,20 @@ def _layer_layout(input_size, hidden_size, proj_size, bias, num_directions, laye
     if proj_size:
         layout.append((f"weight_hr_{suffix}", (proj_size, hidden_size)))
     return tuple(layout)
+
+
+class _Shaped(NamedTuple):
+    """Something with a shape, for check_shape before an array is converted."""
+
+    shape: tuple
+
+
+def _some(names, limit=12):
+    """A list of names for an error message, cut after `limit`."""
+    names = [str(name) for name in names]
+    if len(names) <= limit:
+        return names
+    return names[:limit] + [f"... ({len(names) - limit} more)"]
 
 
 def _check_input(x, input_size):
