@@ -12,8 +12,13 @@ onnxruntime (1.32, CPU) runs its LSTM in float32 only and only with layout=0, so
 `lstm_to_onnx` always writes layout=0 nodes; a batch_first model gets Transposes around them.
 """
 import os
+import stat
 
 import numpy as np
+
+from ._atomic import atomic_write
+from ._onnx_tensors import tensor_to_array
+from ._validation import check_dtype
 
 __all__ = ["lstm_from_onnx", "lstm_to_onnx", "run_onnx_semantics"]
 
@@ -22,8 +27,18 @@ _TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)  # i, f, g(=c), o  taken from  i, o, f, c
 _ONNX_GATES_FROM_TORCH = (0, 3, 1, 2)  # i, o, f, c      taken from  i, f, g, o
 
 _DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
-_KNOWN_ATTRIBUTES = {"hidden_size", "direction", "layout", "activations", "activation_alpha",
-                     "activation_beta", "clip", "input_forget"}
+# AttributeProto types: the field that holds each kind of value.
+_FLOAT, _INT, _STRING, _TENSOR, _FLOATS, _INTS, _STRINGS = 1, 2, 3, 4, 6, 7, 8
+_ATTRIBUTE_FIELDS = {_FLOAT: "f", _INT: "i", _STRING: "s", _TENSOR: "t", _FLOATS: "floats",
+                     _INTS: "ints", _STRINGS: "strings"}
+_TYPE_NAMES = {_FLOAT: "a float", _INT: "an int", _STRING: "a string", _TENSOR: "a tensor",
+               _FLOATS: "floats", _INTS: "ints", _STRINGS: "strings"}
+_LSTM_ATTRIBUTES = {"hidden_size": _INT, "direction": _STRING, "layout": _INT,
+                    "activations": _STRINGS, "activation_alpha": _FLOATS,
+                    "activation_beta": _FLOATS, "clip": _FLOAT, "input_forget": _INT}
+_CONSTANT_ATTRIBUTES = {"value": _TENSOR, "value_float": _FLOAT, "value_floats": _FLOATS,
+                        "value_int": _INT, "value_ints": _INTS}
+_MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit for one serialized message
 _LSTM_INPUTS = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
 _DEFAULT_OPSET = 17
 _MIN_OPSET = 14  # LSTM-14 is the version that knows `layout`
@@ -77,47 +92,95 @@ def lstm_from_onnx(path_or_model, dtype=None):
     peepholes (a non-zero P), clip, input_forget=1, activations other than
     Sigmoid, Tanh, Tanh, and a constant non-zero initial state. Raises ValueError for graphs
     it cannot map (no LSTM node, weights that are graph inputs, LSTM nodes that are not one
-    chain, inconsistent layers).
+    chain, inconsistent layers) and for anything malformed: every ValueError and
+    NotImplementedError about the model starts with its name (the path, "<bytes>" or
+    "<ModelProto>"). A file that cannot be opened raises the usual OSError.
+
+    The model is untrusted data: it is read in time and memory bounded by its size (and
+    that of its external data). External data is read only for a model given by path,
+    only from regular files inside the model's folder (symlinks resolved), and only the
+    bytes that the tensor's shape calls for; a model given as bytes or a ModelProto with
+    external data is refused, never read from the current directory.
     """
     from .lstm import LSTM  # here, so that lstm.py may import this module at its top
 
     onnx = _import_onnx("lstm_from_onnx")
-    graph = _Graph(onnx, _as_model_proto(onnx, path_or_model).graph)
+    if dtype is not None:
+        dtype = check_dtype(dtype)
+    proto, label, folder = _model_proto(onnx, path_or_model)
+    try:
+        config, state = _model_parts(_Graph(proto.graph, folder))
+        if dtype is not None:
+            config["dtype"] = dtype.name
+        return LSTM._from_parts(config, state)
+    except NotImplementedError as exc:
+        raise NotImplementedError(f"{label}: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{label}: {exc}") from exc
+
+
+def _model_parts(graph):
+    """(config, state_dict) of the LSTM chain in `graph`."""
     chain = _lstm_chain(graph)
     layers = [_read_lstm_node(node, graph) for node in chain]
     first = layers[0]
     _check_layers_agree(layers)
     batch_first = (first["layout"] == 1) != _input_is_transposed(chain[0], graph)
-    if dtype is None:
-        dtype = np.float64 if first["W"].dtype == np.float64 else np.float32
-    model = LSTM(first["W"].shape[2], first["hidden_size"], len(layers), bias=True,
-                 batch_first=batch_first, bidirectional=first["bidirectional"],
-                 dtype=dtype, seed=0)
+    dtype = np.float64 if first["W"].dtype == np.float64 else np.float32
+    config = dict(input_size=first["W"].shape[2], hidden_size=first["hidden_size"],
+                  num_layers=len(layers), bias=True, batch_first=batch_first,
+                  bidirectional=first["bidirectional"], dtype=np.dtype(dtype).name)
     state = {}
     for index, layer in enumerate(layers):
         state.update(_layer_state_dict(index, layer["W"], layer["R"], layer["B"]))
-    model.load_state_dict(state)
-    return model
+    return config, state
 
 
-def _as_model_proto(onnx, source):
-    """An onnx.ModelProto from a path, serialized bytes or a ModelProto."""
+def _model_proto(onnx, source):
+    """(ModelProto, label for messages, folder for external data or None) of `source`."""
     if isinstance(source, onnx.ModelProto):
-        return source
+        return source, "<ModelProto>", None
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return onnx.load_model_from_string(bytes(source))
+        return _parse(onnx, bytes(source), "<bytes>"), "<bytes>", None
     if isinstance(source, (str, os.PathLike)):
-        return onnx.load(os.fspath(source))
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        label = repr(path)
+        with open(path, "rb") as file:
+            status = os.fstat(file.fileno())
+            # a FIFO or a device such as /dev/zero would be read without end
+            if not stat.S_ISREG(status.st_mode):
+                raise ValueError(f"{label}: not a regular file")
+            if status.st_size > _MAX_MODEL_BYTES:
+                raise ValueError(
+                    f"{label}: {status.st_size} bytes, more than the 2 GB an ONNX protobuf "
+                    "can hold (larger models keep their weights in external data files)")
+            data = file.read(status.st_size)
+        return _parse(onnx, data, label), label, os.path.dirname(os.path.abspath(path))
     raise TypeError(
         "path_or_model must be a path (str or os.PathLike), bytes or an onnx.ModelProto, "
         f"got {type(source).__name__}")
 
 
+def _parse(onnx, data, label):
+    """A ModelProto from binary protobuf bytes (ONNX's file format), or a ValueError."""
+    from google.protobuf.message import DecodeError
+
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except (DecodeError, RecursionError) as exc:
+        raise ValueError(f"{label}: not an ONNX model (protobuf could not parse it: {exc})") \
+            from None
+    return proto
+
+
 class _Graph:
     """Look-ups over the top-level graph: producers, constants, graph inputs."""
 
-    def __init__(self, onnx, graph):
-        self.onnx = onnx
+    def __init__(self, graph, folder):
+        self.folder = folder  # where external data may be read from; None: nowhere
         self.nodes = list(graph.node)
         self.producers = {name: node for node in self.nodes for name in node.output if name}
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
@@ -132,12 +195,10 @@ class _Graph:
 
     def constant(self, name, role):
         """The value of a constant tensor, or a ValueError naming `role` and why not."""
-        from onnx import numpy_helper
-
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return tensor_to_array(self.initializers[name], self.folder)
         if name in self.constant_nodes:
-            return _constant_node_value(self.onnx, self.constant_nodes[name])
+            return _constant_node_value(self.constant_nodes[name], self.folder)
         if name in self.runtime_inputs:
             raise ValueError(
                 f"{role} ({name!r}) is a graph input, not a constant: cylstm needs the "
@@ -150,9 +211,17 @@ class _Graph:
 
     def source(self, name):
         """The tensor `name` copies through Identity nodes (`name` itself if none)."""
+        seen = {name}
         node = self.producers.get(name)
         while node is not None and _is_op(node, "Identity"):
-            name = node.input[0]
+            name = _first_input(node)
+            if not name:
+                raise ValueError(f"Identity node {_describe(node)} has no input")
+            if name in seen:
+                raise ValueError(
+                    f"Identity node {_describe(node)} is part of a cycle of Identity nodes "
+                    f"(through {name!r}): not a valid ONNX graph")
+            seen.add(name)
             node = self.producers.get(name)
         return name
 
@@ -165,42 +234,75 @@ def _is_op(node, op_type):
     return node.op_type == op_type and node.domain in ("", "ai.onnx")
 
 
-def _constant_node_value(onnx, node):
-    """The ndarray a Constant node makes (value, value_float(s) or value_int(s))."""
-    from onnx import numpy_helper
+def _first_input(node):
+    """A node's first input ("" if it has none: that reads as an absent optional input)."""
+    return node.input[0] if node.input else ""
 
-    for attribute in node.attribute:
-        value = onnx.helper.get_attribute_value(attribute)
-        if attribute.name == "value":
-            return numpy_helper.to_array(value)
-        if attribute.name in ("value_float", "value_floats"):
-            return np.array(value, dtype=np.float32)
-        if attribute.name in ("value_int", "value_ints"):
-            return np.array(value, dtype=np.int64)
+
+def _constant_node_value(node, folder):
+    """The ndarray a Constant node makes (value, value_float(s) or value_int(s))."""
+    attributes = _node_attributes(node, _CONSTANT_ATTRIBUTES)
+    if "value" in attributes:
+        return tensor_to_array(attributes["value"], folder)
+    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                        ("value_int", np.int64), ("value_ints", np.int64)):
+        if name in attributes:
+            return np.array(attributes[name], dtype=dtype)
     raise ValueError(f"Constant node {_describe(node)} has no numeric value cylstm can read")
 
 
 def _describe(node):
-    return repr(node.name) if node.name else f"({node.op_type} -> {list(node.output)})"
+    if node.name:
+        return repr(node.name[:200])
+    return f"({node.op_type[:50]} -> {[name[:100] for name in node.output[:3]]})"
 
 
-def _node_attributes(onnx, node):
-    """{name: value} with strings decoded."""
+def _node_attributes(node, types):
+    """{name: value} of the attributes of `node` named in `types` ({name: AttributeProto
+    type}), strings decoded; a ValueError for an attribute of another type."""
     attributes = {}
     for attribute in node.attribute:
-        value = onnx.helper.get_attribute_value(attribute)
-        if isinstance(value, bytes):
-            value = value.decode()
-        elif isinstance(value, list):
-            value = [v.decode() if isinstance(v, bytes) else v for v in value]
+        expected = types.get(attribute.name)
+        if expected is None:
+            continue
+        if attribute.ref_attr_name or attribute.type != expected:
+            raise ValueError(
+                f"{node.op_type} node {_describe(node)}: attribute {attribute.name!r} must be "
+                f"{_TYPE_NAMES[expected]}, got {_attribute_kind(attribute)}")
+        value = getattr(attribute, _ATTRIBUTE_FIELDS[expected])
+        if expected == _STRING:
+            value = _decode(value, node, attribute.name)
+        elif expected == _STRINGS:
+            value = [_decode(v, node, attribute.name) for v in value]
+        elif expected in (_INTS, _FLOATS):
+            value = list(value)
         attributes[attribute.name] = value
     return attributes
+
+
+def _attribute_kind(attribute):
+    if attribute.ref_attr_name:
+        return f"a reference to a function attribute ({attribute.ref_attr_name[:50]!r})"
+    return _TYPE_NAMES.get(attribute.type, f"attribute type {attribute.type}")
+
+
+def _decode(value, node, name):
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"{node.op_type} node {_describe(node)}: attribute {name!r} is not "
+                         "UTF-8 text") from None
 
 
 def _read_lstm_node(node, graph):
     """One LSTM node as {hidden_size, bidirectional, layout, W, R, B, sequence_lens}."""
     where = f"LSTM node {_describe(node)}"
-    attributes = _node_attributes(graph.onnx, node)
+    if len(node.input) < 3 or not all(node.input[:3]):
+        raise ValueError(f"{where} must have the inputs X, W and R, got {list(node.input)}")
+    unknown = {attribute.name for attribute in node.attribute} - set(_LSTM_ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"{where}: unknown LSTM attribute(s) {sorted(unknown)}")
+    attributes = _node_attributes(node, _LSTM_ATTRIBUTES)
     bidirectional = _read_direction(attributes, where)
     _refuse_unsupported_attributes(attributes, bidirectional, where)
     inputs = dict(zip(_LSTM_INPUTS, list(node.input) + [""] * len(_LSTM_INPUTS)))
@@ -235,9 +337,6 @@ def _read_direction(attributes, where):
 
 def _refuse_unsupported_attributes(attributes, bidirectional, where):
     """NotImplementedError for the LSTM variants cylstm does not compute."""
-    unknown = set(attributes) - _KNOWN_ATTRIBUTES
-    if unknown:
-        raise ValueError(f"{where}: unknown LSTM attribute(s) {sorted(unknown)}")
     if "clip" in attributes:
         raise NotImplementedError(
             f"{where}: cell clipping (attribute clip={attributes['clip']}) is not supported")
@@ -341,6 +440,10 @@ def _lstm_chain(graph):
     order = [bottoms[0]]
     while order[-1] in above:
         order.append(above[order[-1]])
+    if len(order) != len(nodes):  # the others stack on each other in a cycle
+        raise ValueError(
+            f"the graph has {len(nodes)} LSTM nodes but only {len(order)} form a chain of "
+            "stacked layers from the input (the others read each other's output in a cycle)")
     return [nodes[index] for index in order]
 
 
@@ -350,21 +453,22 @@ def _stacked_on(node, graph, nodes, by_y):
     Recognised: Reshape(Transpose(Y, [0, 2, 1, 3]), [0, 0, -1 or dirs*H]) for layout 0,
     Reshape(Y, [0, 0, ...]) for layout 1, and Squeeze of the direction axis of a forward Y.
     """
-    producer = graph.producer_skipping_identity(node.input[0])
+    producer = graph.producer_skipping_identity(_first_input(node))
     if producer is None:
         return None
     if _is_op(producer, "Reshape") and _merges_last_two_axes(producer, graph):
-        data = graph.producer_skipping_identity(producer.input[0])
+        data = graph.producer_skipping_identity(_first_input(producer))
         if data is not None and _is_op(data, "Transpose") \
-                and _permutation(data, graph) == [0, 2, 1, 3]:
-            return _lstm_with_y(data.input[0], graph, nodes, by_y, layouts=(0,))
-        return _lstm_with_y(producer.input[0], graph, nodes, by_y, layouts=(1,))
+                and _permutation(data) == [0, 2, 1, 3]:
+            return _lstm_with_y(_first_input(data), graph, nodes, by_y, layouts=(0,))
+        return _lstm_with_y(_first_input(producer), graph, nodes, by_y, layouts=(1,))
     if _is_op(producer, "Squeeze"):
         axes = _squeeze_axes(producer, graph)
         for layout, axis in ((0, 1), (1, 2)):
             if axes in ([axis], [axis - 4]):
-                index = _lstm_with_y(producer.input[0], graph, nodes, by_y, layouts=(layout,))
-                if index is not None and _node_direction(nodes[index], graph) == "forward":
+                index = _lstm_with_y(_first_input(producer), graph, nodes, by_y,
+                                     layouts=(layout,))
+                if index is not None and _node_direction(nodes[index]) == "forward":
                     return index
     return None
 
@@ -375,44 +479,51 @@ def _lstm_with_y(name, graph, nodes, by_y, layouts):
     producer = graph.producers.get(name)
     if producer is None or not _is_op(producer, "LSTM") or name not in by_y:
         return None  # not an LSTM's Y (Y_h, Y_c or anything else)
-    attributes = _node_attributes(graph.onnx, producer)
-    if attributes.get("layout", 0) not in layouts:
+    if _node_attributes(producer, _LSTM_ATTRIBUTES).get("layout", 0) not in layouts:
         return None
     return by_y[name]
 
 
-def _node_direction(node, graph):
-    return _node_attributes(graph.onnx, node).get("direction", "forward")
+def _node_direction(node):
+    return _node_attributes(node, _LSTM_ATTRIBUTES).get("direction", "forward")
 
 
-def _permutation(transpose, graph):
-    return list(_node_attributes(graph.onnx, transpose).get("perm", []))
+def _permutation(transpose):
+    return _node_attributes(transpose, {"perm": _INTS}).get("perm", [])
 
 
 def _merges_last_two_axes(reshape, graph):
     """Whether a Reshape keeps the first two axes (shape [0, 0, n]) and merges the rest."""
-    if _node_attributes(graph.onnx, reshape).get("allowzero", 0) or len(reshape.input) < 2 \
-            or not graph.is_constant(reshape.input[1]):
+    if _node_attributes(reshape, {"allowzero": _INT}).get("allowzero", 0) \
+            or len(reshape.input) < 2 or not graph.is_constant(reshape.input[1]):
         return False
-    shape = graph.constant(reshape.input[1], "Reshape shape").tolist()
-    return len(shape) == 3 and shape[:2] == [0, 0] and (shape[2] == -1 or shape[2] > 0)
+    shape = _integers(graph.constant(reshape.input[1], "Reshape shape"))
+    return shape is not None and len(shape) == 3 and shape[:2] == [0, 0] \
+        and (shape[2] == -1 or shape[2] > 0)
 
 
 def _squeeze_axes(squeeze, graph):
     """A Squeeze's axes: an attribute up to opset 12, a constant input from opset 13."""
-    attributes = _node_attributes(graph.onnx, squeeze)
+    attributes = _node_attributes(squeeze, {"axes": _INTS})
     if "axes" in attributes:
-        return list(attributes["axes"])
+        return attributes["axes"]
     if len(squeeze.input) > 1 and squeeze.input[1] and graph.is_constant(squeeze.input[1]):
-        return np.atleast_1d(graph.constant(squeeze.input[1], "Squeeze axes")).tolist()
+        return _integers(graph.constant(squeeze.input[1], "Squeeze axes"))
     return None
+
+
+def _integers(array):
+    """A constant shape or axes as a list of ints; None if it is not integers of rank <= 1."""
+    if array.ndim > 1 or not np.issubdtype(array.dtype, np.integer):
+        return None
+    return np.atleast_1d(array).tolist()
 
 
 def _input_is_transposed(first_node, graph):
     """Whether the first LSTM reads a graph tensor through Transpose [1, 0, 2] (T <-> B)."""
-    producer = graph.producer_skipping_identity(first_node.input[0])
+    producer = graph.producer_skipping_identity(_first_input(first_node))
     return producer is not None and _is_op(producer, "Transpose") \
-        and _permutation(producer, graph) == [1, 0, 2]
+        and _permutation(producer) == [1, 0, 2]
 
 
 def _check_layers_agree(layers):
@@ -457,6 +568,13 @@ def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_st
     CPU LSTM does not run them (it supports float32 only).
     Raises NotImplementedError for proj_size > 0 (ONNX's LSTM has no projection) and for
     padding="carry" (ONNX outputs zeros past sequence_lens).
+
+    The weights are checked as load_state_dict checks them before anything is built or
+    written (a weight of the wrong shape raises its ValueError and writes no file). The
+    file is written atomically: a failure leaves whatever was at `path` before. All
+    weights are stored inside the file, so a model whose graph exceeds protobuf's 2 GB
+    limit raises ValueError (ONNX would need external data files; cylstm does not write
+    them, as a pair of files cannot be replaced atomically).
     """
     from .lstm import LSTM
 
@@ -465,15 +583,24 @@ def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_st
         raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
     _check_exportable(model)
     opset = _check_opset(onnx, opset)
+    # Export a validated copy: the user's attributes may have been given any array.
+    model = LSTM._from_parts(model.config(), model.state_dict())
     graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state))
     opset_imports = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=opset_imports,
                                    producer_name="cylstm", producer_version=_version())
     # The oldest IR version that has this opset, so older runtimes load the file too.
     proto.ir_version = onnx.helper.find_min_ir_version_for(opset_imports)
+    size = proto.ByteSize()
+    if size > _MAX_MODEL_BYTES:
+        raise ValueError(
+            f"the ONNX model would take {size} bytes, more than protobuf's 2 GB limit; "
+            "cylstm writes weights inside the .onnx file only")
     onnx.checker.check_model(proto)
     if path is not None:
-        onnx.save(proto, os.fspath(path))
+        data = proto.SerializeToString()
+        with atomic_write(path) as file:
+            file.write(data)
     return proto
 
 
