@@ -174,6 +174,11 @@ def forward_layer(const floating[:, :, :] x,
         raise ValueError("x and out must have contiguous rows (last axis)")
     if T == 0 or B == 0 or H == 0:
         return
+    if not (_item_strides(x.strides, 3, itemsize) and _item_strides(out.strides, 3, itemsize)
+            and <size_t> &x[0, 0, 0] % itemsize == 0 and <size_t> &out[0, 0, 0] % itemsize == 0):
+        raise ValueError("x and out must be aligned, with strides that are non-negative "
+                         "multiples of the item size (copy a record field or a reversed "
+                         "view first)")
     dtype = np.float32 if floating is float else np.float64
 
     # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment of
@@ -209,11 +214,10 @@ def forward_layer(const floating[:, :, :] x,
     # The input projection reads x in place when the rows of a time chunk are
     # one contiguous block in processing order; otherwise each chunk is first
     # gathered into that order.
-    cdef Py_ssize_t stride_t = x.strides[0] // itemsize
-    cdef Py_ssize_t stride_b = x.strides[1] // itemsize
     cdef bint gather = not (
         lengths is None and not reverse
-        and (B == 1 or stride_b == D) and (T == 1 or stride_t == B * D))
+        and (B == 1 or x.strides[1] == D * itemsize)
+        and (T == 1 or x.strides[0] == B * D * itemsize))
 
     # Time steps per input-projection gemm: bounded scratch for any T, and at
     # least MIN_GEMM_ROWS rows per gemm (one step of batch 64 ran the input
@@ -380,6 +384,16 @@ cdef inline void _rows_to_columns(Py_ssize_t n, floating **rows, Py_ssize_t coun
     for j in range(n):
         for q in range(count):
             columns[j * stride + q] = rows[q][j]
+
+
+cdef bint _item_strides(const Py_ssize_t *strides, int ndim, Py_ssize_t itemsize):
+    """Whether every stride is a non-negative multiple of the item size, so that
+    element addresses computed in items (and BLAS leading dimensions) are right."""
+    cdef int axis
+    for axis in range(ndim):
+        if strides[axis] < 0 or strides[axis] % itemsize:
+            return False
+    return True
 
 
 cdef inline void _row_pointers(floating *base, const Py_ssize_t *strides, Py_ssize_t step,

@@ -47,6 +47,7 @@ def as_real_array(name, value, dtype):
 
     Accepts anything np.asarray takes, and torch tensors (detached first).
     Refuses complex, string and other non-numeric input with a TypeError.
+    dtype None keeps float32 and float64 and turns anything else into float64.
     """
     if type(value) is np.ndarray and value.dtype == dtype:  # the common case, fast
         return value
@@ -75,6 +76,8 @@ def as_real_array(name, value, dtype):
                 raise TypeError(
                     f"{name} must hold real numbers, got an element of type "
                     f"{type(item).__name__}: {item!r}")
+    if dtype is None:
+        dtype = array.dtype if array.dtype in SUPPORTED_DTYPES else np.float64
     try:
         return array.astype(dtype, copy=False)
     except (TypeError, ValueError) as exc:
@@ -89,6 +92,16 @@ def check_shape(name, array, expected):
         raise ValueError(
             f"{name} must have shape {tuple(expected)}, got {array.shape}")
     return array
+
+
+def is_kernel_ready(array, dtype):
+    """Whether the kernel can read `array` where it lies: an ndarray of `dtype`,
+    aligned, contiguous rows, and every stride a non-negative multiple of the
+    item size (a packed record field can have byte strides like 13)."""
+    itemsize = np.dtype(dtype).itemsize
+    return (type(array) is np.ndarray and array.dtype == dtype and array.flags.aligned
+            and (array.ndim == 0 or array.strides[-1] == itemsize or array.shape[-1] <= 1)
+            and all(stride >= 0 and stride % itemsize == 0 for stride in array.strides))
 
 
 def aligned_copy(array, dtype):
@@ -107,7 +120,12 @@ def as_lengths(lengths, batch, steps):
     """Per-row sequence lengths as an (B,) intp array, each in [1, T]."""
     if hasattr(lengths, "detach") and hasattr(lengths, "numpy"):  # a torch tensor
         lengths = lengths.detach().cpu().numpy()
-    array = np.asarray(lengths)
+    try:
+        array = np.asarray(lengths)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"lengths must be a sequence of integers: {exc}") from exc
+    if array.size == 0 and array.ndim == 1:  # [] is float64 to NumPy; an empty batch
+        array = array.astype(np.intp)
     if array.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
     check_shape("lengths", array, (batch,))

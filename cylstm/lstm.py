@@ -20,6 +20,7 @@ from ._validation import (
     check_flag,
     check_shape,
     check_size,
+    is_kernel_ready,
 )
 
 PADDING_MODES = ("zeros", "carry")
@@ -59,9 +60,8 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
     otherwise in float64; everything else is converted to it. No argument is
     modified.
     """
-    weight_ih = np.asarray(weight_ih)
-    dtype = weight_ih.dtype if weight_ih.dtype in (np.float32, np.float64) else np.float64
-    weight_ih = as_real_array("weight_ih", weight_ih, dtype)
+    weight_ih = as_real_array("weight_ih", weight_ih, None)
+    dtype = weight_ih.dtype
     weight_hh = as_real_array("weight_hh", weight_hh, dtype)
     if weight_ih.ndim != 2 or weight_ih.shape[0] % 4 or weight_ih.shape[0] == 0:
         raise ValueError(
@@ -76,10 +76,10 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
     state_shape = (hidden_size,) if unbatched else (x.shape[1], hidden_size)
     h = _initial_state("h0", h0, state_shape, dtype).reshape(-1, hidden_size)
     c = _initial_state("c0", c0, state_shape, dtype).reshape(-1, hidden_size)
-    x_time_major = np.ascontiguousarray(x[:, None, :] if unbatched else x)
+    x_time_major = _kernel_input(x[:, None, :] if unbatched else x)
     output = np.empty(x_time_major.shape[:2] + (hidden_size,), dtype)
-    _lstm.forward_layer(x_time_major, np.ascontiguousarray(weight_ih),
-                        np.ascontiguousarray(weight_hh), bias, h, c, output)
+    _lstm.forward_layer(x_time_major, _kernel_input(weight_ih), _kernel_input(weight_hh),
+                        bias, h, c, output)
     if unbatched:
         return output[:, 0], h[0], c[0]
     return output, h, c
@@ -337,21 +337,23 @@ class LSTM:
             carry_last_valid(output_time_major[:, :, :width], lengths)
         return output, h_n, c_n
 
-    def _initial_states(self, hx, batch, unbatched):
-        """(h0, c0), each (layers * directions, B, features), from hx or zeros."""
+    def _initial_states(self, hx, batch, unbatched, name="hx"):
+        """(h0, c0), each (layers * directions, B, features), from hx or zeros.
+
+        `name` is what error messages call hx (a stream calls it "state").
+        """
         layers = self.num_layers * self.num_directions
         h_shape = (layers, batch, self.output_size)
         c_shape = (layers, batch, self.hidden_size)
         if hx is None:
             return np.zeros(h_shape, self.dtype), np.zeros(c_shape, self.dtype)
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"hx must be a tuple (h0, c0), got {type(hx).__name__}")
+        check_state_pair(name, hx)
         states = []
-        for position, (name, value, shape) in enumerate(
+        for position, (part, value, shape) in enumerate(
                 (("h0", hx[0], h_shape), ("c0", hx[1], c_shape))):
+            argument = f"{name}[{position}] ({part})"
             expected = (shape[0], shape[2]) if unbatched else shape
-            state = check_shape(f"hx[{position}] ({name})",
-                                as_real_array(name, value, self.dtype), expected)
+            state = check_shape(argument, as_real_array(argument, value, self.dtype), expected)
             states.append(state.reshape(shape))
         return states
 
@@ -361,9 +363,10 @@ class LSTM:
         for name, shape in self._layer_layout(layer, direction):
             value = getattr(self, name)
             if not (type(value) is np.ndarray and value.dtype == self.dtype
-                    and value.shape == shape and value.flags.c_contiguous):
-                value = np.ascontiguousarray(
-                    check_shape(name, as_real_array(name, value, self.dtype), shape))
+                    and value.shape == shape and value.flags.c_contiguous
+                    and value.flags.aligned):
+                value = np.array(
+                    check_shape(name, as_real_array(name, value, self.dtype), shape), order="C")
             params.append(value)
         w_ih, w_hh = params[:2]
         bias = params[2] + params[3] if self.bias else np.zeros(w_ih.shape[0], self.dtype)
@@ -531,6 +534,16 @@ def _some(names, limit=12):
     return names[:limit] + [f"... ({len(names) - limit} more)"]
 
 
+def check_state_pair(name, value):
+    """Refuse anything but a pair (h, c), saying what came instead."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple (h0, c0), got {type(value).__name__}")
+    if len(value) != 2:
+        raise TypeError(
+            f"{name} must be a tuple (h0, c0) of 2 arrays, got a {type(value).__name__} "
+            f"of {len(value)} items")
+
+
 def _check_input(x, input_size):
     """Check x's rank and feature size; return whether it is unbatched (2-D)."""
     if x.ndim not in (2, 3):
@@ -543,11 +556,12 @@ def _check_input(x, input_size):
     return x.ndim == 2
 
 
-def _kernel_input(x_time_major):
-    """x as the kernel reads it: contiguous rows, positive outer strides."""
-    if x_time_major.strides[2] == x_time_major.itemsize and min(x_time_major.strides) >= 0:
-        return x_time_major
-    return np.ascontiguousarray(x_time_major)
+def _kernel_input(array):
+    """`array` as the kernel reads it: itself if it is kernel-ready, else an aligned
+    C-contiguous copy (byte strides, negative strides, misaligned data)."""
+    if is_kernel_ready(array, array.dtype):
+        return array
+    return np.array(array, order="C")
 
 
 def _new_output(steps, batch, features, dtype, batch_first, zero_padding):
@@ -558,6 +572,11 @@ def _new_output(steps, batch, features, dtype, batch_first, zero_padding):
         return output, output.transpose(1, 0, 2)
     output = allocate((steps, batch, features), dtype)
     return output, output
+
+
+def padded_steps(steps, lengths):
+    """A (T, B) mask, True where step t lies past row b's length."""
+    return np.arange(steps)[:, None] >= lengths[None, :]
 
 
 def carry_last_valid(output_time_major, lengths):

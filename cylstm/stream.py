@@ -1,8 +1,11 @@
 """Streaming: feed a sequence in pieces and get the same outputs as in one call."""
+import threading
+
 import numpy as np
 
 from . import _lstm
-from .lstm import _kernel_input, _new_output
+from ._validation import as_real_array
+from .lstm import _kernel_input, _new_output, check_state_pair
 
 
 class LSTMStream:
@@ -19,6 +22,10 @@ class LSTMStream:
     one C-contiguous (h, c) pair per layer that the kernel updates in place, so
     a one-step call costs little more than the kernel (the model's general call
     path spends several times the kernel's time on a single step).
+
+    A stream may be shared between threads: calls, `reset()` and `state` take
+    a lock, so each chunk runs whole against the state the previous one left
+    (in whatever order the threads arrive).
     """
 
     def __init__(self, model):
@@ -27,16 +34,25 @@ class LSTMStream:
                 "a bidirectional model cannot stream: its backward direction needs the "
                 "whole sequence")
         self.model = model
-        self.reset()
+        self._lock = threading.Lock()
+        self._clear()
 
     def reset(self):
         """Start over from the zero state."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self):
         self._given = None      # a state set by the user, checked at the next chunk
         self._h = self._c = None  # per layer (B, H_out) and (B, H), once a chunk has run
         self._batch = self._unbatched = None
 
     def __call__(self, chunk):
         """Run the next time steps; return their outputs."""
+        with self._lock:
+            return self._advance(chunk)
+
+    def _advance(self, chunk):
         model = self.model
         x_time_major, unbatched, batch_first = model._time_major("chunk", chunk)
         steps, batch = x_time_major.shape[:2]
@@ -62,7 +78,7 @@ class LSTMStream:
 
     def _start(self, batch, unbatched):
         """The per-layer state for a stream of this batch, from the given state or zeros."""
-        h0, c0 = self.model._initial_states(self._given, batch, unbatched)
+        h0, c0 = self.model._initial_states(self._given, batch, unbatched, name="state")
         self._h = [np.array(h, order="C") for h in h0]  # the kernel updates them in place
         self._c = [np.array(c, order="C") for c in c0]
         self._batch, self._unbatched, self._given = batch, unbatched, None
@@ -75,21 +91,47 @@ class LSTMStream:
     def state(self):
         """(h, c) after the last chunk, shaped as the model's (h_n, c_n); None before.
 
-        A copy: later chunks do not change what was read.
+        A copy: later chunks do not change what was read. Setting it (checked
+        as `hx` is) restarts the stream from that state; None from zeros.
         """
-        if self._h is None:
-            return self._given
-        h, c = np.stack(self._h), np.stack(self._c)
-        if self._unbatched:
-            return h[:, 0], c[:, 0]
-        return h, c
+        with self._lock:
+            if self._h is None:
+                return self._given
+            h, c = np.stack(self._h), np.stack(self._c)
+            if self._unbatched:
+                return h[:, 0], c[:, 0]
+            return h, c
 
     @state.setter
     def state(self, value):
-        if value is not None:
-            if not isinstance(value, (tuple, list)) or len(value) != 2:
-                raise TypeError(f"state must be a tuple (h, c) or None, got {type(value).__name__}")
-            value = (np.array(value[0], dtype=self.model.dtype),
-                     np.array(value[1], dtype=self.model.dtype))
-        self.reset()
-        self._given = value
+        given = None if value is None else self._checked_state(value)
+        with self._lock:
+            self._clear()
+            self._given = given
+
+    def _checked_state(self, value):
+        """Copies of (h, c), checked as hx: real, the model's dtype and shapes.
+
+        The batch size is not known before the first chunk, so h and c must
+        agree on it here and the chunk must match it.
+        """
+        model = self.model
+        check_state_pair("state", value)
+        layers = model.num_layers
+        states = []
+        for position, (part, features) in enumerate(
+                (("h", model.output_size), ("c", model.hidden_size))):
+            argument = f"state[{position}] ({part})"
+            state = as_real_array(argument, value[position], model.dtype)
+            if state.ndim not in (2, 3) or state.shape[0] != layers \
+                    or state.shape[-1] != features:
+                raise ValueError(
+                    f"{argument} must have shape ({layers}, B, {features}), or ({layers}, "
+                    f"{features}) for unbatched input, got {state.shape}")
+            states.append(np.array(state))
+        h, c = states
+        if h.shape[:-1] != c.shape[:-1]:
+            raise ValueError(
+                f"state[0] (h) and state[1] (c) must agree on the batch, got shapes "
+                f"{h.shape} and {c.shape}")
+        return h, c

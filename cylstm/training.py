@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _lstm
 from ._validation import as_real_array, check_shape
-from .lstm import carry_last_valid
+from .lstm import carry_last_valid, padded_steps
 
 
 def forward_train(model, x, hx=None, lengths=None):
@@ -26,6 +26,10 @@ def forward_train(model, x, hx=None, lengths=None):
     inputs = inputs._replace(h0=np.array(inputs.h0), c0=np.array(inputs.c0))
     x_time_major = np.array(inputs.x_time_major, order="C")
     steps, batch = x_time_major.shape[:2]
+    if inputs.lengths is not None:
+        # The weight gradient is one product over all T x B rows: padded steps
+        # must hold zeros there, whatever the user padded with (NaN is common).
+        x_time_major[padded_steps(steps, inputs.lengths)] = 0
     width, directions = model.output_size, model.num_directions
     allocate = np.zeros if inputs.lengths is not None else np.empty  # zero past lengths
     dtype = model.dtype

@@ -174,12 +174,78 @@ def test_set_state_of_wrong_type(bad):
         stream.state = bad
 
 
-def test_state_of_wrong_shape_fails_at_the_next_chunk():
+def test_state_of_wrong_shape_fails_when_set():
     model = _model(2, 2)
     stream = model.stream()
-    stream.state = (np.zeros((1, 3, 2)), np.zeros((1, 3, H)))   # one layer's worth
-    with pytest.raises(ValueError, match="h0"):
-        stream(np.zeros((4, 3, D)))
+    with pytest.raises(ValueError, match=r"state\[0\] \(h\) must have shape \(2, B, 2\)"
+                                         r".*got \(1, 3, 2\)"):
+        stream.state = (np.zeros((1, 3, 2)), np.zeros((1, 3, H)))   # one layer's worth
+    with pytest.raises(ValueError, match=r"state\[0\] \(h\) and state\[1\] \(c\) must "
+                                         r"agree on the batch"):
+        stream.state = (np.zeros((2, 3, 2)), np.zeros((2, 4, H)))
+
+
+def test_state_whose_batch_differs_from_the_chunk_names_state():
+    model = _model(2, 2)
+    stream = model.stream()
+    stream.state = (np.zeros((2, 3, 2)), np.zeros((2, 3, H)))
+    with pytest.raises(ValueError, match=r"state\[0\] \(h0\) must have shape \(2, 4, 2\)"):
+        stream(np.zeros((4, 4, D)))
+
+
+@pytest.mark.parametrize("value, error, message", [
+    ((np.zeros((1, 2), complex), np.zeros((1, H))), TypeError, r"state\[0\] \(h\) must be real"),
+    ((np.zeros((1, 2)), np.array([["a"] * H])), TypeError, r"state\[1\] \(c\) must hold real"),
+    ((np.zeros((1, 2)),), TypeError, r"state must be a tuple \(h0, c0\) of 2 arrays, got a "
+                                      r"tuple of 1 items"),
+    (np.zeros((2, 1, 2)), TypeError, "state must be a tuple"),
+])
+def test_state_is_checked_as_hx_is(value, error, message):
+    model = _model(1, 2)
+    stream = model.stream()
+    before = stream(np.ones((3, D)))
+    with pytest.raises(error, match=message):
+        stream.state = value
+    # A refused state changes nothing: the stream goes on from where it was.
+    expected = np.concatenate([before, model(np.ones((3, D)), model(np.ones((3, D)))[1])[0]])
+    np.testing.assert_allclose(np.concatenate([before, stream(np.ones((3, D)))]), expected,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_a_stream_shared_between_threads_stays_consistent():
+    """Two threads feed one stream while a third resets it: no error, and every
+    output is one that a single-threaded stream could have produced."""
+    import threading
+
+    model = _model(2, 2)
+    stream = model.stream()
+    chunk = np.ones((200, 3, D))  # long enough that the kernel runs without the GIL a while
+    errors = []
+
+    def feed():
+        try:
+            for _ in range(100):
+                out = stream(chunk)
+                assert out.shape == (200, 3, 2) and np.isfinite(out).all()
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    def reset():
+        try:
+            for _ in range(2000):
+                stream.reset()
+                stream.state = (np.zeros((2, 3, 2)), np.zeros((2, 3, H)))
+                stream.state
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=feed), threading.Thread(target=feed),
+               threading.Thread(target=reset)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
 
 
 def test_batch_size_fixed_until_reset():
