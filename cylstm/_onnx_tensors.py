@@ -88,25 +88,38 @@ def _read_external(tensor, folder, size, what):
             f"{list(tensor.dims)} ({size} bytes)")
     path = _path_inside(folder, location, what)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat refuses it below.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
-                             | getattr(os, "O_BINARY", 0))
+        file, file_size = open_regular_file(path)
     except OSError as exc:
         raise ValueError(f"{what}: cannot open its external data file {location!r}: "
                          f"{exc.strerror}") from exc
-    with os.fdopen(descriptor, "rb") as file:
-        status = os.fstat(file.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise ValueError(f"{what}: external data {location!r} is not a regular file")
-        if offset + size > status.st_size:
+    except ValueError as exc:
+        raise ValueError(f"{what}: external data {location!r}: {exc}") from None
+    with file:
+        if offset + size > file_size:
             raise ValueError(
-                f"{what}: external data {location!r} holds {status.st_size} bytes, fewer "
+                f"{what}: external data {location!r} holds {file_size} bytes, fewer "
                 f"than offset {offset} + length {size}")
         file.seek(offset)
         data = file.read(size)
     if len(data) != size:  # the file shrank while we read it
         raise ValueError(f"{what}: external data {location!r} ended early")
     return data
+
+
+def open_regular_file(path):
+    """(binary file, size) of `path`; a ValueError if it is not a regular file (a FIFO or a
+    device such as /dev/zero would be read without end), OSError if it cannot be opened."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                         | getattr(os, "O_BINARY", 0))
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ValueError("not a regular file")
+        return os.fdopen(descriptor, "rb"), status.st_size
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _external_int(info, key, default, what):

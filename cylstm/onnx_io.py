@@ -12,12 +12,11 @@ onnxruntime (1.32, CPU) runs its LSTM in float32 only and only with layout=0, so
 `lstm_to_onnx` always writes layout=0 nodes; a batch_first model gets Transposes around them.
 """
 import os
-import stat
 
 import numpy as np
 
 from ._atomic import atomic_write
-from ._onnx_tensors import tensor_to_array
+from ._onnx_tensors import open_regular_file, tensor_to_array
 from ._validation import check_dtype
 
 __all__ = ["lstm_from_onnx", "lstm_to_onnx", "run_onnx_semantics"]
@@ -147,16 +146,16 @@ def _model_proto(onnx, source):
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         label = repr(path)
-        with open(path, "rb") as file:
-            status = os.fstat(file.fileno())
-            # a FIFO or a device such as /dev/zero would be read without end
-            if not stat.S_ISREG(status.st_mode):
-                raise ValueError(f"{label}: not a regular file")
-            if status.st_size > _MAX_MODEL_BYTES:
+        try:
+            file, size = open_regular_file(path)
+        except ValueError as exc:
+            raise ValueError(f"{label}: {exc}") from None
+        with file:
+            if size > _MAX_MODEL_BYTES:
                 raise ValueError(
-                    f"{label}: {status.st_size} bytes, more than the 2 GB an ONNX protobuf "
-                    "can hold (larger models keep their weights in external data files)")
-            data = file.read(status.st_size)
+                    f"{label}: {size} bytes, more than the 2 GB an ONNX protobuf can hold "
+                    "(larger models keep their weights in external data files)")
+            data = file.read(size)
         return _parse(onnx, data, label), label, os.path.dirname(os.path.abspath(path))
     raise TypeError(
         "path_or_model must be a path (str or os.PathLike), bytes or an onnx.ModelProto, "

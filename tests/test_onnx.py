@@ -530,3 +530,263 @@ def test_import_cylstm_does_not_need_onnx(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# -- untrusted models: external data, cycles, malformed protos -------------------------------
+
+def _exported(seed=50, num_layers=1, **options):
+    model = cylstm.LSTM(D, H, num_layers, seed=seed, **options)
+    return model, onnx_io.lstm_to_onnx(model)
+
+
+def _initializer(proto, name):
+    return next(tensor for tensor in proto.graph.initializer if tensor.name == name)
+
+
+def _make_external(tensor, location, offset=None, length=None):
+    """Point `tensor` at external data (dropping its inline data), as onnx writes it."""
+    from onnx import TensorProto
+
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        if value is not None:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, str(value)
+
+
+def test_bytes_and_model_protos_never_read_external_data(onnx, tmp_path, monkeypatch):
+    """A model with no folder must not read a file named by its tensors (it used to read
+    ./secret.bin from the current directory into the weights)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "secret.bin").write_bytes(np.arange(4 * H * D, dtype=np.float32).tobytes())
+    _, proto = _exported()
+    _make_external(_initializer(proto, "W_l0"), "secret.bin")
+    with pytest.raises(ValueError, match=r"^<ModelProto>: tensor 'W_l0' .*'secret.bin'"):
+        onnx_io.lstm_from_onnx(proto)
+    with pytest.raises(ValueError, match=r"^<bytes>: tensor 'W_l0' .*load the model from"):
+        onnx_io.lstm_from_onnx(proto.SerializeToString())
+
+
+def test_external_data_is_read_from_the_model_folder(onnx, tmp_path):
+    model, proto = _exported(num_layers=2, bidirectional=True)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(proto, str(path), save_as_external_data=True, location="weights.bin",
+                    size_threshold=0)
+    assert path.stat().st_size < 2000 < (tmp_path / "weights.bin").stat().st_size
+    loaded = onnx_io.lstm_from_onnx(path)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value, err_msg=name)
+
+
+def _external_model(tmp_path, location, **claims):
+    """model.onnx in tmp_path/models whose W_l0 lives at `location` with the given claims."""
+    folder = tmp_path / "models"
+    folder.mkdir(exist_ok=True)
+    model, proto = _exported()
+    W = onnx_io._onnx_layer_weights(model, 0)[0]
+    _make_external(_initializer(proto, "W_l0"), location, **claims)
+    path = folder / "model.onnx"
+    path.write_bytes(proto.SerializeToString())
+    return path, W.tobytes()
+
+
+def test_external_data_outside_the_folder_or_out_of_bounds_is_refused(onnx, tmp_path):
+    import os
+
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(bytes(4 * 4 * H * D))
+    size = 4 * 4 * H * D
+    cases = {
+        "../secret.bin": ("..", {}),
+        str(outside): ("relative path inside", {}),
+        "link.bin": ("leads outside the model's folder", {}),  # a symlink to ../secret.bin
+        "weights.bin": ("length 8 does not match its shape", {"length": 8}),
+        "weights.bin ": ("cannot open", {}),
+        "sub": ("not a regular file", {}),
+        "fifo": ("not a regular file", {}),
+    }
+    path, W = _external_model(tmp_path, "weights.bin")
+    folder = path.parent
+    (folder / "weights.bin").write_bytes(W)
+    os.symlink(outside, folder / "link.bin")
+    (folder / "sub").mkdir()
+    os.mkfifo(folder / "fifo")
+    for location, (message, claims) in cases.items():
+        path, _ = _external_model(tmp_path, location, **claims)
+        with pytest.raises(ValueError, match=message) as info:
+            onnx_io.lstm_from_onnx(path)
+        assert str(info.value).startswith(repr(str(path))), info.value
+    path, _ = _external_model(tmp_path, "weights.bin", offset=4)  # 4 bytes short at the end
+    with pytest.raises(ValueError, match=f"holds {size} bytes, fewer than offset 4"):
+        onnx_io.lstm_from_onnx(path)
+    path, _ = _external_model(tmp_path, "weights.bin", offset="-4")
+    with pytest.raises(ValueError, match="offset must be a non-negative integer"):
+        onnx_io.lstm_from_onnx(path)
+    # the same file, in bounds, is read (and is what the model holds)
+    path, _ = _external_model(tmp_path, "weights.bin", offset=0, length=size)
+    np.testing.assert_array_equal(onnx_io.lstm_from_onnx(path).weight_ih_l0,
+                                  onnx_io.lstm_from_onnx(_exported()[1]).weight_ih_l0)
+
+
+def test_model_path_must_be_a_regular_file(onnx, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "model.onnx")  # reading it would wait for a writer for ever
+    with pytest.raises(ValueError, match="not a regular file"):
+        onnx_io.lstm_from_onnx(tmp_path / "model.onnx")
+    with pytest.raises(FileNotFoundError):
+        onnx_io.lstm_from_onnx(tmp_path / "missing.onnx")
+
+
+_CYCLES = '''
+import sys
+import cylstm
+from onnx import helper
+from cylstm import onnx_io
+
+model = cylstm.LSTM(3, 5, num_layers=int(sys.argv[1]), seed=0)
+proto = onnx_io.lstm_to_onnx(model)
+lstm = [node for node in proto.graph.node if node.op_type == "LSTM"][-1]
+proto.graph.node.insert(0, helper.make_node("Identity", ["b"], ["a"]))
+proto.graph.node.insert(0, helper.make_node("Identity", ["a"], ["b"]))
+lstm.input[0] = "a"
+try:
+    onnx_io.lstm_from_onnx(proto.SerializeToString())
+except ValueError as exc:
+    print(exc)
+'''
+
+
+@pytest.mark.parametrize("num_layers", [1, 2], ids=["first-node", "stacked-walk"])
+def test_identity_cycles_are_refused_in_bounded_time(onnx, tmp_path, num_layers):
+    """Identity(b)->a, Identity(a)->b feeding an LSTM: the source walk used to spin for ever
+    (in the first node's walk and in the walk over stacked layers). A subprocess with a
+    timeout, so that a regression fails instead of hanging the suite."""
+    result = subprocess.run([sys.executable, "-c", _CYCLES, str(num_layers)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("<bytes>: Identity node") and "cycle" in result.stdout
+
+
+def _malformed(kind):
+    """A valid exported model with one defect of the given kind."""
+    from onnx import AttributeProto, TensorProto, helper
+
+    _, proto = _exported()
+    graph = proto.graph
+    lstm = next(node for node in graph.node if node.op_type == "LSTM")
+    W = _initializer(proto, "W_l0")
+    if kind == "activations as ints":
+        lstm.attribute.append(helper.make_attribute("activations", [1, 2, 3]))
+    elif kind == "hidden_size as a float":
+        attribute = next(a for a in lstm.attribute if a.name == "hidden_size")
+        attribute.type, attribute.f = AttributeProto.FLOAT, 5.0
+    elif kind == "Identity without input":
+        graph.node.insert(0, helper.make_node("Identity", [], ["X2"]))
+        lstm.input[0] = "X2"
+    elif kind == "string W":
+        W.CopyFrom(helper.make_tensor("W_l0", TensorProto.STRING, [1], [b"x"]))
+    elif kind == "missing initializer":
+        lstm.input[2] = "R_missing"
+    elif kind == "absurd dims":
+        W.dims[:] = [1, 4 * H, 10**15]
+    elif kind == "short raw_data":
+        W.raw_data = W.raw_data[:-4]
+    elif kind == "float_data count":
+        W.ClearField("raw_data")
+        W.float_data[:] = [0.5] * 7
+    elif kind == "LSTM without inputs":
+        del lstm.input[:]
+    else:
+        raise AssertionError(kind)
+    return proto
+
+
+MALFORMED = {
+    "activations as ints": "attribute 'activations' must be strings, got ints",
+    "hidden_size as a float": "attribute 'hidden_size' must be an int, got a float",
+    "Identity without input": "Identity node .* has no input",
+    "string W": "tensor 'W_l0' has element type 8",
+    "missing initializer": "input R \\('R_missing'\\) is not defined anywhere",
+    "absurd dims": "tensor 'W_l0' has shape \\[1, 20, 1000000000000000\\]: each dimension",
+    "short raw_data": "tensor 'W_l0' has shape \\[1, 20, 3\\] of FLOAT \\(240 bytes\\) but "
+                      "holds 236 bytes",
+    "float_data count": "tensor 'W_l0' has shape \\[1, 20, 3\\] \\(60 values\\) but holds 7",
+    "LSTM without inputs": "must have the inputs X, W and R, got \\[\\]",
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED)
+def test_malformed_models_raise_value_error_naming_the_source(onnx, tmp_path, kind):
+    proto = _malformed(kind)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(proto.SerializeToString())
+    for source, label in ((proto, "<ModelProto>"), (proto.SerializeToString(), "<bytes>"),
+                          (path, repr(str(path)))):
+        with pytest.raises(ValueError, match=MALFORMED[kind]) as info:
+            onnx_io.lstm_from_onnx(source)
+        assert str(info.value).startswith(label + ": "), info.value
+
+
+def test_bytes_that_are_not_onnx_raise_value_error(onnx, tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"\xff" * 16)
+    for source, label in ((b"\xff" * 16, "<bytes>"), (path, repr(str(path)))):
+        with pytest.raises(ValueError, match="not an ONNX model") as info:
+            onnx_io.lstm_from_onnx(source)
+        assert str(info.value).startswith(label + ": ")
+    with pytest.raises(ValueError, match="^<bytes>: the ONNX graph has no LSTM node"):
+        onnx_io.lstm_from_onnx(b"")  # the empty message is a valid, empty ModelProto
+
+
+def test_unsupported_features_name_the_source(onnx):
+    with pytest.raises(NotImplementedError, match="^<ModelProto>: LSTM node 'lstm': .*clip"):
+        onnx_io.lstm_from_onnx(_refused_graph("clip"))
+
+
+# -- writing: validated first, atomically ----------------------------------------------------
+
+def test_wrong_shape_weights_are_refused_before_writing(onnx, tmp_path):
+    """to_onnx used to write a model (W of shape (1, 24, 3)) that from_onnx then refused."""
+    model = cylstm.LSTM(D, H, seed=1)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"the previous file")
+    model.weight_ih_l0 = np.zeros((4 * H + 4, D), np.float32)
+    with pytest.raises(ValueError, match=r"weight_ih_l0.* must have shape \(20, 3\), got "
+                                         r"\(24, 3\)"):
+        onnx_io.lstm_to_onnx(model, path)
+    assert path.read_bytes() == b"the previous file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("failure", [OSError, KeyboardInterrupt])
+def test_a_failed_write_leaves_the_previous_file(onnx, tmp_path, monkeypatch, failure):
+    import os
+
+    model, x = _model_and_input(np.random.default_rng(60), 2, True, False)
+    path = tmp_path / "model.onnx"
+    onnx_io.lstm_to_onnx(cylstm.LSTM(D, H, seed=2), path)
+    previous = path.read_bytes()
+
+    def fail(descriptor):  # after the data is written, before the file replaces the old one
+        raise failure("disk failed")
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(failure):
+        onnx_io.lstm_to_onnx(model, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    onnx_io.lstm_to_onnx(model, path)  # and a write that succeeds replaces it
+    np.testing.assert_array_equal(onnx_io.lstm_from_onnx(path)(x)[0], model(x)[0])
+
+
+def test_models_beyond_protobufs_limit_are_refused_before_writing(onnx, tmp_path,
+                                                                  monkeypatch):
+    # A real > 2 GB model takes minutes and gigabytes; lower the limit instead.
+    monkeypatch.setattr(onnx_io, "_MAX_MODEL_BYTES", 1000)
+    with pytest.raises(ValueError, match="more than protobuf's 2 GB limit"):
+        onnx_io.lstm_to_onnx(cylstm.LSTM(D, H, seed=3), tmp_path / "model.onnx")
+    assert not any(tmp_path.iterdir())
