@@ -26,7 +26,8 @@ Gradients must be given for every parameter (a missing name raises
 KeyError); names the optimiser does not hold are ignored, so an optimiser over
 part of a model (the rest frozen) takes the model's full gradient dict. Every
 gradient is checked before anything is updated, so a failing step changes
-nothing. Hyperparameters are plain attributes (``opt.lr = 1e-4`` for a
+nothing: new values are computed for every parameter before any is written.
+Hyperparameters are plain attributes (``opt.lr = 1e-4`` for a
 schedule).
 """
 import math
@@ -189,11 +190,31 @@ class Optimizer:
                     or np.issubdtype(grad.dtype, np.integer)):
                 raise TypeError(f"gradient {name!r} must be real numbers, got {grad.dtype}")
             checked.append((name, param, grad.astype(param.dtype, copy=False)))
+        # Compute every new value first and only then write them: an error in
+        # any update (a state buffer that no longer fits its parameter, memory)
+        # leaves every parameter and every buffer as it was.
+        updates = []
         for name, param, grad in checked:
-            self._update(param, grad, self.state[name])
+            try:
+                updates.append((param, self._update(param, grad, self.state[name]), name))
+            except ValueError as exc:
+                raise ValueError(f"parameter {name!r}: {exc}") from exc
+        for param, (new_param, new_state), name in updates:
+            param[...] = new_param
+            self.state[name] = new_state
 
     def _update(self, param, grad, state):  # pragma: no cover - abstract
+        """(new parameter values, new state dict), leaving param and state unchanged."""
         raise NotImplementedError
+
+    def _buffer(self, state, key, param):
+        """state[key], checked against the parameter it belongs to."""
+        buffer = state[key]
+        if buffer.shape != param.shape:
+            raise ValueError(
+                f"the optimiser's {key!r} has shape {buffer.shape}, but its parameter now has "
+                f"shape {param.shape} (was the parameter replaced? build a new optimiser)")
+        return buffer
 
     # -- saving and restoring ----------------------------------------------
 
@@ -223,6 +244,10 @@ class Optimizer:
             loaded[name] = {}
             for key, value in state.items():
                 if key == "step":
+                    if isinstance(value, (bool, np.bool_)) or not isinstance(
+                            value, (int, np.integer)) or value < 1:
+                        raise ValueError(f"state 'step' of {name!r} must be an int >= 1, "
+                                         f"got {value!r}")
                     loaded[name][key] = int(value)
                 elif key in self._state_names:
                     value = np.array(value, dtype=params[name].dtype)
@@ -285,18 +310,19 @@ class SGD(Optimizer):
         super().__init__(params)
 
     def _update(self, param, grad, state):
+        state = dict(state)
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         if self.momentum:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = np.array(grad, copy=True)
+            if "momentum_buffer" not in state:
+                buf = np.array(grad, copy=True)
             else:
-                buf *= self.momentum
+                buf = self._buffer(state, "momentum_buffer", param) * self.momentum
                 buf += (1 - self.dampening) * grad
+            state["momentum_buffer"] = buf
             grad = grad + self.momentum * buf if self.nesterov else buf
         state["step"] = state.get("step", 0) + 1
-        param -= self.lr * grad
+        return param - self.lr * grad, state
 
 
 class Adam(Optimizer):
@@ -341,21 +367,22 @@ class Adam(Optimizer):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         if "step" not in state:
-            state["step"] = 0
-            state["exp_avg"] = np.zeros_like(param)
-            state["exp_avg_sq"] = np.zeros_like(param)
-        state["step"] += 1
-        step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+            step, exp_avg, exp_avg_sq = 1, np.zeros_like(param), np.zeros_like(param)
+        else:
+            step = state["step"] + 1
+            exp_avg = self._buffer(state, "exp_avg", param)
+            exp_avg_sq = self._buffer(state, "exp_avg_sq", param)
         # The same operations in the same order as torch's single-tensor Adam.
-        exp_avg += (1 - beta1) * (grad - exp_avg)
-        exp_avg_sq *= beta2
+        exp_avg = exp_avg + (1 - beta1) * (grad - exp_avg)
+        exp_avg_sq = exp_avg_sq * beta2
         exp_avg_sq += (1 - beta2) * grad * grad
         step_size = self.lr / (1 - beta1 ** step)
         bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
         denom = np.sqrt(exp_avg_sq)
         denom /= bias_correction2_sqrt
         denom += self.eps
-        param -= step_size * (exp_avg / denom)
+        new_param = param - step_size * (exp_avg / denom)
+        return new_param, {"step": step, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
 
 
 def _check_number(name, value, positive=False):

@@ -342,3 +342,39 @@ def test_non_numeric_hyperparameters():
         SGD({"p": np.zeros(2)}, lr="0.1")
     with pytest.raises(TypeError, match="nesterov"):
         SGD({"p": np.zeros(2)}, lr=0.1, momentum=0.9, nesterov=1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda model: cylstm.optim.Adam(model, lr=0.1),
+    lambda model: cylstm.optim.SGD(model, lr=0.1, momentum=0.9),
+])
+def test_a_failing_step_changes_nothing(make):
+    """A parameter replaced by an array of another shape (its gradient fitting
+    the new shape) fails at its stale buffer; no parameter or buffer has moved."""
+    model = cylstm.LSTM(3, 4, dtype=np.float64, seed=0)
+    optimiser = make(model)
+    grads = {name: np.full_like(value, 0.5) for name, value in model.state_dict().items()}
+    optimiser.step(grads)
+    model.bias_hh_l0 = np.zeros(8)  # the last parameter, updated last
+    grads["bias_hh_l0"] = np.ones(8)
+    before = model.state_dict()
+    state_before = optimiser.state_dict()
+    with pytest.raises(ValueError, match=r"'bias_hh_l0'|bias_hh_l0.*shape \(8,\)"):
+        optimiser.step(grads)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name], err_msg=name)
+    after = optimiser.state_dict()["state"]
+    for name, state in state_before["state"].items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(after[name][key], value, err_msg=f"{name} {key}")
+
+
+@pytest.mark.parametrize("step", [-1, 0, True, 1.5, "2", None])
+def test_adam_state_with_a_bad_step_is_refused(step):
+    model = cylstm.LSTM(3, 4, dtype=np.float64, seed=0)
+    optimiser = cylstm.optim.Adam(model, lr=0.1)
+    optimiser.step({name: np.ones_like(v) for name, v in model.state_dict().items()})
+    saved = optimiser.state_dict()
+    saved["state"]["weight_ih_l0"]["step"] = step
+    with pytest.raises(ValueError, match=r"state 'step' of 'weight_ih_l0' must be an int >= 1"):
+        optimiser.load_state_dict(saved)
