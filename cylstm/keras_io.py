@@ -96,20 +96,17 @@ def lstm_from_keras(layer, dtype=None):
         _check_supported(name, half)
     weights = [_lstm_weights(name, half) for name, half in halves]
     input_size, hidden_size, bias = _common_shape(halves, weights)
-    model = LSTM(
-        input_size, hidden_size,
-        bias=bias,
-        batch_first=not _common_setting(halves, "time_major", False),
-        bidirectional=len(halves) == 2,
-        padding=_padding(halves[0][1]),
-        dtype=_model_dtype(weights) if dtype is None else dtype,
-        seed=0,  # the random init is overwritten at once; a seed keeps it cheap and fixed
-    )
+    config = {
+        "input_size": input_size, "hidden_size": hidden_size, "bias": bias,
+        "batch_first": not _common_setting(halves, "time_major", False),
+        "bidirectional": len(halves) == 2,
+        "padding": _padding(halves[0][1]),
+        "dtype": _model_dtype(weights) if dtype is None else dtype,
+    }
     state = {}
     for direction, (kernel, recurrent_kernel, keras_bias) in enumerate(weights):
         state.update(_torch_layout(kernel, recurrent_kernel, keras_bias, direction))
-    model.load_state_dict(state)
-    return model
+    return LSTM._from_parts(config, state)
 
 
 def lengths_from_mask(mask):

@@ -191,3 +191,42 @@ def test_non_real_values_rejected(bad):
                           "object": np.full(w.shape, None, dtype=object)}[bad]
     with pytest.raises((TypeError, ValueError), match="weight_hh_l0"):
         model.load_state_dict(sd)
+
+
+# --- hostile state dicts: from_torch reads the architecture off names and shapes ---------------
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros(16), r"weight_ih_l0'\] must have shape \(4 \* hidden_size, input_size\).*\(16,\)"),
+    (np.zeros(()), r"weight_ih_l0'\] must have shape \(4 \* hidden_size, input_size\).*\(\)"),
+    (np.zeros((3, 3)), r"must have shape \(4 \* hidden_size, input_size\).*\(3, 3\)"),
+    (None, r"weight_ih_l0'\] must be an array, got NoneType"),
+    ([[1.0, 2.0], [3.0]], r"weight_ih_l0'\] is not an array"),
+])
+def test_from_torch_state_dict_with_a_malformed_first_weight(bad, message):
+    state = cylstm.LSTM(3, 4, seed=0).state_dict()
+    state["weight_ih_l0"] = bad
+    with pytest.raises(ValueError, match=message):
+        cylstm.LSTM.from_torch(state)
+
+
+def test_from_torch_state_dict_with_a_far_layer_is_refused_at_once():
+    """One extra key weight_ih_l999999999 must not build a billion-layer model."""
+    state = cylstm.LSTM(3, 4, seed=0).state_dict()
+    state["weight_ih_l999999999"] = np.zeros((16, 3))
+    with pytest.raises(ValueError, match=r"number its layers 0, 1, 2, ... without gaps"):
+        cylstm.LSTM.from_torch(state)
+
+
+def test_load_state_dict_of_a_huge_claimed_model_is_refused_by_count():
+    model = cylstm.LSTM(3, 4, seed=0)
+    model.num_layers = 10**9  # as a crafted pickle or header would claim
+    with pytest.raises(ValueError, match=r"must hold the model's 4000000000 parameters, got 4"):
+        model.load_state_dict(cylstm.LSTM(3, 4, seed=0).state_dict())
+
+
+@pytest.mark.parametrize("bad", [None, [1, 2], "weights"])
+def test_load_state_dict_of_a_non_mapping(bad):
+    with pytest.raises(TypeError, match=r"state_dict must be a mapping of parameter names to "
+                                        r"arrays, got " + type(bad).__name__):
+        cylstm.LSTM(3, 4, seed=0).load_state_dict(bad)

@@ -129,7 +129,9 @@ def test_from_module_with_grad_and_dropout_in_eval_mode():
     tl = _torch_lstm(3, True, 2, dropout=0.5, dtype=np.float64)
     assert any(p.requires_grad for p in tl.parameters())
     tl.eval()
-    model = cylstm.LSTM.from_torch(tl)
+    with pytest.warns(UserWarning, match=r"dropout=0.5; dropout acts only in training and "
+                                         r"is not applied"):
+        model = cylstm.LSTM.from_torch(tl)
     x = random_input(np.random.default_rng(1), model, T, B)
     _compare(model(x), _torch_run(tl, x), np.float64)
 
@@ -266,3 +268,8 @@ def test_unbatched_matches_torch(dtype):
     x = random_input(rng, model, T, None, dtype)
     hx = random_hx(rng, model, None, dtype)
     _compare(model(x, hx), _torch_run(tl, x, hx), dtype)
+
+
+def test_an_lstm_cell_is_refused_with_a_clear_type_error():
+    with pytest.raises(TypeError, match=r"source must be a torch.nn.LSTM, got a LSTMCell"):
+        cylstm.LSTM.from_torch(torch.nn.LSTMCell(D, H))
