@@ -76,8 +76,9 @@ def as_real_array(name, value, dtype):
                 raise TypeError(
                     f"{name} must hold real numbers, got an element of type "
                     f"{type(item).__name__}: {item!r}")
-    if dtype is None:
-        dtype = array.dtype if array.dtype in SUPPORTED_DTYPES else np.float64
+    if dtype is None:  # float32 or float64 in either byte order keeps its precision
+        native = array.dtype.newbyteorder("=")
+        dtype = native if native in SUPPORTED_DTYPES else np.float64
     try:
         return array.astype(dtype, copy=False)
     except (TypeError, ValueError) as exc:

@@ -78,7 +78,7 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
     c = _initial_state("c0", c0, state_shape, dtype).reshape(-1, hidden_size)
     x_time_major = _kernel_input(x[:, None, :] if unbatched else x)
     output = np.empty(x_time_major.shape[:2] + (hidden_size,), dtype)
-    _lstm.forward_layer(x_time_major, _kernel_input(weight_ih), _kernel_input(weight_hh),
+    _lstm.forward_layer(x_time_major, _kernel_weight(weight_ih), _kernel_weight(weight_hh),
                         bias, h, c, output)
     if unbatched:
         return output[:, 0], h[0], c[0]
@@ -365,8 +365,8 @@ class LSTM:
             if not (type(value) is np.ndarray and value.dtype == self.dtype
                     and value.shape == shape and value.flags.c_contiguous
                     and value.flags.aligned):
-                value = np.array(
-                    check_shape(name, as_real_array(name, value, self.dtype), shape), order="C")
+                value = _kernel_weight(
+                    check_shape(name, as_real_array(name, value, self.dtype), shape))
             params.append(value)
         w_ih, w_hh = params[:2]
         bias = params[2] + params[3] if self.bias else np.zeros(w_ih.shape[0], self.dtype)
@@ -560,6 +560,13 @@ def _kernel_input(array):
     """`array` as the kernel reads it: itself if it is kernel-ready, else an aligned
     C-contiguous copy (byte strides, negative strides, misaligned data)."""
     if is_kernel_ready(array, array.dtype):
+        return array
+    return np.array(array, order="C")
+
+
+def _kernel_weight(array):
+    """`array` if it is C-contiguous and aligned, else such a copy."""
+    if array.flags.c_contiguous and array.flags.aligned:
         return array
     return np.array(array, order="C")
 

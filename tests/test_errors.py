@@ -143,6 +143,20 @@ def test_hx_not_a_pair(model):
     for hx in [(h0,), (h0, c0, c0), h0, 3.0]:
         with pytest.raises(ERRORS):
             model(x, hx)
+    with pytest.raises(TypeError, match=r"hx must be a tuple \(h0, c0\) of 2 arrays, got a "
+                                        r"tuple of 3 items"):
+        model(x, (h0, c0, c0))
+
+
+def test_empty_lengths_for_an_empty_batch(model):
+    output, (h_n, c_n) = model(np.zeros((T, 0, D)), lengths=[])
+    assert output.shape == (T, 0, H) and h_n.shape == (1, 0, H)
+
+
+def test_functional_ragged_weight_names_it():
+    x = np.zeros((T, B, D))
+    with pytest.raises(TypeError, match=r"weight_ih must be an array of real numbers"):
+        cylstm.lstm(x, [[0.0] * D, [0.0]], np.zeros((4 * H, H)))
 
 
 # --- constructor -----------------------------------------------------------------------

@@ -685,3 +685,36 @@ def test_sgd_learns_to_echo_the_previous_input(dtype):
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0] / 5, (losses[0], losses[-1])
     assert losses[-1] < min(losses[:100]), "still improving in the second half"
+
+
+@pytest.mark.parametrize("padding", ["zeros", "carry"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padded_values_do_not_reach_the_gradients(padding, bidirectional):
+    """NaN and inf are common padding: past each row's length x (and, with zero
+    padding, grad_output, whose padded outputs are constants) may hold anything.
+    As with torch's packed sequences, the results must not depend on it."""
+    rng = np.random.default_rng(7)
+    T, B, D, H = 6, 4, 3, 5
+    model = cylstm.LSTM(D, H, 2, bidirectional=bidirectional, padding=padding,
+                        dtype=np.float64, seed=0)
+    lengths = np.array([6, 2, 4, 1])
+    x = rng.standard_normal((T, B, D))
+    grad_output = rng.standard_normal((T, B, model.num_directions * H))
+    poisoned_x, poisoned_grad = x.copy(), grad_output.copy()
+    for row, length in enumerate(lengths):
+        poisoned_x[length:, row] = [np.nan, np.inf, -np.inf]
+        if padding == "zeros":
+            poisoned_grad[length:, row] = np.nan
+    clean_out, clean_state, backward = model.forward_train(x, lengths=lengths)
+    clean = backward(grad_output)
+    out, state, backward = model.forward_train(poisoned_x, lengths=lengths)
+    grad_x, (grad_h0, grad_c0), grads = backward(poisoned_grad)
+    np.testing.assert_array_equal(out, clean_out)
+    np.testing.assert_array_equal(state[0], clean_state[0])
+    np.testing.assert_array_equal(grad_h0, clean[1][0])
+    np.testing.assert_array_equal(grad_c0, clean[1][1])
+    for name, value in grads.items():
+        np.testing.assert_array_equal(value, clean[2][name], err_msg=name)
+    for row, length in enumerate(lengths):  # valid steps as before, padded steps zero
+        np.testing.assert_array_equal(grad_x[:length, row], clean[0][:length, row])
+        np.testing.assert_array_equal(grad_x[length:, row], 0)
