@@ -20,12 +20,15 @@ Every task runs the same compiled kernel through the public model call, so the
 results equal one in-memory call of the model within rounding.
 """
 import functools
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 
 try:
+    import dask
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -34,10 +37,19 @@ except ImportError as exc:  # pragma: no cover - the tests need dask
         'cylstm.dask needs dask with its array module: pip install "dask[array]" '
         '(and distributed for a cluster)') from exc
 
+try:  # to see through the aliases that blockwise fusion leaves; private, so optional
+    from dask._task_spec import Alias
+except ImportError:  # pragma: no cover
+    Alias = ()
+
 from .lstm import LSTM
 from ._validation import as_lengths
 
 __all__ = ["forward"]
+
+# Layer 0 of a unidirectional model reads x's block k once the last layer has finished
+# block k - INPUT_LEAD: one block is made while the one before it runs.
+INPUT_LEAD = 2
 
 
 def forward(model, x, hx=None, lengths=None):
@@ -178,6 +190,9 @@ class _Graph:
     def __init__(self, model, x, h0, c0, lengths, token):
         self.model = model
         self.x, self.h0, self.c0, self.lengths = x, h0, c0, lengths
+        if not model.bidirectional:  # its blocks' tasks, made after blockwise fusion
+            (self.x,) = dask.optimize(x)
+            self.x_tasks = self.x.__dask_graph__().layers[self.x.name]
         self.core = f"cylstm-lstm-{token}"
         self.token = token
         self.time_chunks, self.batch_chunks = x.chunks[:2]
@@ -215,9 +230,28 @@ class _Graph:
     def _layer_input(self, layer, k, j):
         """The key (or inline task) that gives layer `layer`'s input block (k, j)."""
         if layer == 0:
-            return (self.x.name, k, j, 0)
+            if self.model.bidirectional or k < INPUT_LEAD:
+                return (self.x.name, k, j, 0)
+            # x's block as a task of ours that waits for the last layer's block
+            # INPUT_LEAD chunks back: x's own blocks have no dependencies, so a scheduler
+            # with an idle thread would otherwise make all of them (and the first layers
+            # run ahead on them) long before the chain needs them; it did hold 67 of 80
+            # blocks at once on two workers. The same task runs (inline), so x's graph is
+            # read, not changed. Bidirectional layers need the sequence's end first and
+            # are not held back.
+            gated = (self.core, "x", k, j)
+            self.tasks[gated] = (_after, self._x_task((self.x.name, k, j, 0)),
+                                 (self.core, self.model.num_layers - 1, 0, k - INPUT_LEAD, j))
+            return gated
         return (_layer_output, [(self.core, layer - 1, d, k, j)
                                 for d in range(self.model.num_directions)])
+
+    def _x_task(self, key):
+        """The task that makes x's block `key`, past the aliases that fusion leaves."""
+        task = self.x_tasks[key]
+        while isinstance(task, Alias) and task.target in self.x_tasks:
+            task = self.x_tasks[task.target]
+        return task
 
     def _initial_state(self, index, j):
         if self.h0 is None:
@@ -281,6 +315,11 @@ def _direction_model(model, layer, direction):
 
 
 # -- the tasks ---------------------------------------------------------------
+
+def _after(value, _):
+    """value, once the task named second has run."""
+    return value
+
 
 def _part(result, index):
     """One item of a block's (output, h, c)."""
@@ -365,10 +404,12 @@ def _reversal(valid, steps):
 
 # -- BLAS threads ---------------------------------------------------------------
 
-# threadpoolctl's limits are process-wide, and dask runs tasks on several threads of
-# one process: a task that restored the old limit on leaving would lift it under a
-# task still running. So the limit is counted: the first task in sets it, the last
-# one out restores it.
+# The kernel has no per-call thread count: BLAS threads are a process-wide setting,
+# which threadpoolctl changes. Dask runs tasks on several threads of one process, so
+# the limit is counted: the first task in sets it, the last one out restores it (a
+# task that restored it on leaving would lift it under one still running). Since
+# threadpoolctl 3.8 only the thread that set an OpenBLAS limit can change it again,
+# so one helper thread does every set and restore.
 _limit_lock = threading.Lock()
 _limit_users = 0
 _limit = None
@@ -380,7 +421,7 @@ def _one_blas_thread():
     global _limit_users, _limit
     with _limit_lock:
         if _limit_users == 0:
-            _limit = _blas_limit()
+            _limit = _on_limit_thread(_set_limit)
         _limit_users += 1
     try:
         yield
@@ -388,14 +429,18 @@ def _one_blas_thread():
         with _limit_lock:
             _limit_users -= 1
             if _limit_users == 0 and _limit is not None:
-                _limit.restore_original_limits()
+                _on_limit_thread(_limit.__exit__, None, None, None)
                 _limit = None
 
 
-def _blas_limit():
-    """threadpoolctl's one-thread BLAS limit, or None without threadpoolctl."""
+def _set_limit():
+    """threadpoolctl's one-thread BLAS limit, entered; None without threadpoolctl."""
     controller = _controller()
-    return None if controller is None else controller.limit(limits=1, user_api="blas")
+    if controller is None:
+        return None
+    limit = controller.limit(limits=1, user_api="blas")
+    limit.__enter__()
+    return limit
 
 
 @functools.cache
@@ -406,3 +451,13 @@ def _controller():
     except ImportError:
         return None
     return ThreadpoolController()
+
+
+@functools.cache
+def _limit_thread(pid):
+    """The helper thread of process `pid` (a forked child makes its own)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="cylstm-blas-limit")
+
+
+def _on_limit_thread(function, *args):
+    return _limit_thread(os.getpid()).submit(function, *args).result()
