@@ -1,4 +1,5 @@
-"""Keras LSTM layers as cylstm models: `lstm_from_keras(layer)`.
+"""Keras LSTM layers as cylstm models: `parts_from_keras(layer)` gives the
+(config, state_dict) that `LSTM.from_keras(layer)` builds its model from.
 
 Keras is optional: nothing here imports it. The converter reads a layer by
 duck typing (`get_weights()` and a few attributes), so it takes Keras 3 and
@@ -56,13 +57,13 @@ rows have no `lengths` equivalent.
 """
 import numpy as np
 
-from .lstm import LSTM
 
 _EXPECTED_ACTIVATIONS = {"activation": "tanh", "recurrent_activation": "sigmoid"}
 
 
-def lstm_from_keras(layer, dtype=None):
-    """A cylstm.LSTM with the weights and semantics of a Keras LSTM layer.
+def parts_from_keras(layer, dtype=None):
+    """(config, state_dict) of a cylstm.LSTM with the weights and semantics of a
+    Keras LSTM layer.
 
     Parameters
     ----------
@@ -106,7 +107,7 @@ def lstm_from_keras(layer, dtype=None):
     state = {}
     for direction, (kernel, recurrent_kernel, keras_bias) in enumerate(weights):
         state.update(_torch_layout(kernel, recurrent_kernel, keras_bias, direction))
-    return LSTM._from_parts(config, state)
+    return config, state
 
 
 def lengths_from_mask(mask):

@@ -1,43 +1,24 @@
 """The Python face of cylstm: the LSTM class and the functional `lstm`.
 
-Weights are plain ndarrays in PyTorch's layout (gate order i, f, g, o). This
-module validates input, picks the dtype and memory layout, and walks layers
-and directions; each (layer, direction) is one call of the compiled kernel in
-cylstm/_lstm.pyx that runs the whole sequence.
+Weights are plain ndarrays in PyTorch's layout (gate order i, f, g, o), checked
+when they are assigned. The walk over layers and directions is cylstm/_walk.py;
+names and shapes are cylstm/_params.py; the file and framework formats
+translate to and from (config, state_dict) and are called from here.
 """
-import functools
-from collections.abc import Mapping
-from typing import NamedTuple, Optional
-
 import numpy as np
 
-from . import _lstm, _parallel
-from ._validation import (
-    aligned_copy,
-    as_lengths,
-    as_real_array,
-    check_dtype,
-    check_flag,
-    check_shape,
-    check_size,
-    is_kernel_ready,
+from . import _parallel, _walk, keras_io, torch_io, training
+from ._params import (
+    CONFIG_KEYS,
+    checked_parameter,
+    checked_state_dict,
+    config_from_dict,
+    layer_layout,
+    make_config,
+    parameter_shapes,
 )
-
-PADDING_MODES = ("zeros", "carry")
-# The constructor arguments that config() returns and _from_parts takes.
-CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bias", "batch_first",
-               "bidirectional", "proj_size", "padding", "dtype")
-
-
-class PreparedInputs(NamedTuple):
-    """A call's validated arguments, as the layers consume them."""
-
-    x_time_major: np.ndarray  # (T, B, D), a view of the input
-    h0: np.ndarray  # (num_layers * num_directions, B, H_out)
-    c0: np.ndarray  # (num_layers * num_directions, B, H)
-    lengths: Optional[np.ndarray]  # (B,) intp, or None
-    unbatched: bool
-    batch_first: bool
+from ._validation import aligned_copy, as_real_array, check_shape, check_size
+from .stream import LSTMStream
 
 
 def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
@@ -72,14 +53,13 @@ def lstm(x, weight_ih, weight_hh, bias_ih=None, bias_hh=None, h0=None, c0=None):
     bias = _combined_bias(bias_ih, bias_hh, gates, dtype)
 
     x = as_real_array("x", x, dtype)
-    unbatched = _check_input(x, input_size)
+    unbatched = _walk.check_input(x, input_size)
     state_shape = (hidden_size,) if unbatched else (x.shape[1], hidden_size)
     h = _initial_state("h0", h0, state_shape, dtype).reshape(-1, hidden_size)
     c = _initial_state("c0", c0, state_shape, dtype).reshape(-1, hidden_size)
-    x_time_major = _kernel_input(x[:, None, :] if unbatched else x)
-    output = np.empty(x_time_major.shape[:2] + (hidden_size,), dtype)
-    _lstm.forward_layer(x_time_major, _kernel_weight(weight_ih), _kernel_weight(weight_hh),
-                        bias, h, c, output)
+    weights = [[(_c_order(weight_ih), _c_order(weight_hh), bias, None)]]
+    config = make_config(input_size, hidden_size, dtype=dtype)
+    output, _, _ = _walk.walk(config, weights, x[:, None, :] if unbatched else x, [h], [c])
     if unbatched:
         return output[:, 0], h[0], c[0]
     return output, h, c
@@ -128,89 +108,117 @@ class LSTM:
     `weight_ih_l{k}` (4H, D_k), `weight_hh_l{k}` (4H, H_out), `bias_ih_l{k}`
     and `bias_hh_l{k}` (4H,), `weight_hr_l{k}` (proj_size, H), with suffix
     `_reverse` for the backward direction; gate order i, f, g, o; H_out is
-    proj_size if set, else H. They may be changed in place.
+    proj_size if set, else H. They may be changed in place; an array assigned
+    to one is checked (its shape, real values) and stored in the model dtype.
+    The configuration is read-only: make a new model for another.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True,
                  batch_first=False, bidirectional=False, proj_size=0,
                  padding="zeros", dtype=np.float32, seed=None, num_threads=None):
-        self._configure(input_size, hidden_size, num_layers, bias=bias,
-                        batch_first=batch_first, bidirectional=bidirectional,
-                        proj_size=proj_size, padding=padding, dtype=dtype,
-                        num_threads=num_threads)
+        config = make_config(input_size, hidden_size, num_layers, bias=bias,
+                             batch_first=batch_first, bidirectional=bidirectional,
+                             proj_size=proj_size, padding=padding, dtype=dtype)
+        self._start(config, num_threads)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
-        for name, shape in self._parameter_shapes().items():
-            setattr(self, name, aligned_copy(rng.uniform(-bound, bound, shape), self.dtype))
+        for name, shape in parameter_shapes(config).items():
+            self._store(name, rng.uniform(-bound, bound, shape))
 
-    def _configure(self, input_size, hidden_size, num_layers=1, *, bias=True,
-                   batch_first=False, bidirectional=False, proj_size=0,
-                   padding="zeros", dtype=np.float32, num_threads=None):
-        """Check and set the configuration (everything but the weights)."""
-        self.input_size = check_size("input_size", input_size)
-        self.hidden_size = check_size("hidden_size", hidden_size)
-        self.num_layers = check_size("num_layers", num_layers)
-        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \
-                or proj_size < 0:
-            raise ValueError(f"proj_size must be a non-negative int, got {proj_size!r}")
-        if proj_size >= hidden_size:
-            raise ValueError(
-                f"proj_size must be smaller than hidden_size={hidden_size}, got {proj_size}")
-        self.proj_size = int(proj_size)
-        if not isinstance(padding, str) or padding not in PADDING_MODES:
-            raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
-        self.padding = padding
-        self.bias = check_flag("bias", bias)
-        self.batch_first = check_flag("batch_first", batch_first)
-        self.bidirectional = check_flag("bidirectional", bidirectional)
-        self.dtype = check_dtype(dtype)
-        self.num_threads = None if num_threads is None else check_size("num_threads", num_threads)
+    def _start(self, config, num_threads):
+        object.__setattr__(self, "_config", config)
+        self.num_threads = num_threads
 
     @classmethod
     def _from_parts(cls, config, state_dict, num_threads=None):
-        """A model from `config()`'s dict and a state dict, validated as __init__ and
-        load_state_dict validate; no random weights are drawn. Every loader (files,
-        converters, unpickling) builds its model here.
+        """A model from a config dict (as config() gives) and a state dict, both
+        checked; no random weights are drawn. Every loader (files, converters,
+        unpickling) builds its model here.
         """
-        if not isinstance(config, Mapping):
-            raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        unknown = sorted(str(key) for key in config if key not in CONFIG_KEYS)
-        if unknown:
-            raise TypeError(f"config has unknown keys {unknown}; expected some of {CONFIG_KEYS}")
-        required = [key for key in ("input_size", "hidden_size") if key not in config]
-        if required:
-            raise TypeError(f"config must give {required}")
+        config = config_from_dict(config)
+        checked = checked_state_dict(config, state_dict)
         model = cls.__new__(cls)
-        model._configure(**config, num_threads=num_threads)
-        model.load_state_dict(state_dict)
+        model._start(config, num_threads)
+        for name, value in checked.items():  # copies: the source keeps its own arrays
+            object.__setattr__(model, name, aligned_copy(value, config.dtype))
         return model
 
-    # -- structure -------------------------------------------------------
+    # -- configuration: read-only ------------------------------------------
+
+    input_size = property(lambda self: self._config.input_size,
+                          doc="D, the features per time step of layer 0.")
+    hidden_size = property(lambda self: self._config.hidden_size,
+                           doc="H, the size of the cell state.")
+    num_layers = property(lambda self: self._config.num_layers, doc="Stacked layers.")
+    bias = property(lambda self: self._config.bias, doc="Whether the layers have biases.")
+    batch_first = property(lambda self: self._config.batch_first,
+                           doc="Input and output are (B, T, features).")
+    bidirectional = property(lambda self: self._config.bidirectional,
+                             doc="Each layer also runs backwards.")
+    proj_size = property(lambda self: self._config.proj_size,
+                         doc="Features of the projected h (LSTMP), 0 for none.")
+    padding = property(lambda self: self._config.padding,
+                       doc='What padded steps output: "zeros" or "carry".')
+    dtype = property(lambda self: self._config.dtype,
+                     doc="The dtype of the weights and of every computation.")
+    num_directions = property(lambda self: self._config.num_directions, doc="1 or 2.")
+    output_size = property(lambda self: self._config.output_size,
+                           doc="Features of h per direction: proj_size if set, else hidden_size.")
 
     @property
-    def num_directions(self):
-        return 2 if self.bidirectional else 1
+    def num_threads(self):
+        """None (BLAS threads) or k > 1 threads per call; settable."""
+        return self._num_threads
 
-    @property
-    def output_size(self):
-        """Features of h per direction: proj_size if set, else hidden_size."""
-        return self.proj_size or self.hidden_size
+    @num_threads.setter
+    def num_threads(self, value):
+        checked = None if value is None else check_size("num_threads", value)
+        object.__setattr__(self, "_num_threads", checked)
 
-    def _parameter_names(self, layer, direction):
-        """The names of one (layer, direction)'s parameters, in PyTorch's order."""
-        return [name for name, _ in self._layer_layout(layer, direction)]
+    def config(self):
+        """The constructor arguments that rebuild this architecture."""
+        return self._config.as_dict()
 
-    def _layer_layout(self, layer, direction):
-        """((name, shape), ...) of one (layer, direction)'s parameters, in PyTorch's order."""
-        return _layer_layout(self.input_size, self.hidden_size, self.proj_size, self.bias,
-                             self.num_directions, layer, direction)
+    # -- parameters: checked on assignment -----------------------------------
 
-    def _parameter_shapes(self):
-        """{name: shape} of every parameter, in PyTorch's order."""
-        return {name: shape
-                for layer in range(self.num_layers)
-                for direction in range(self.num_directions)
-                for name, shape in self._layer_layout(layer, direction)}
+    def __setattr__(self, name, value):
+        if name in CONFIG_KEYS:
+            raise AttributeError(
+                f"{name} is fixed when the model is made; build a new LSTM for another "
+                f"(its weights go along with model.state_dict())")
+        if name in parameter_shapes(self._config):
+            self._store(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        if name in parameter_shapes(self._config):
+            raise AttributeError(f"{name} is a parameter of the model and cannot be deleted")
+        object.__delattr__(self, name)
+
+    def _store(self, name, value):
+        """Set parameter `name`: the array itself when the kernel can read it as it
+        is (aligned C order of the model dtype), else an aligned copy."""
+        shape = parameter_shapes(self._config)[name]
+        value = checked_parameter(name, value, shape, self.dtype)
+        if not (value.flags.c_contiguous and value.ctypes.data % 64 == 0):
+            # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment
+            # of the recurrent weights: store them on a cache line.
+            value = aligned_copy(value, self.dtype)
+        object.__setattr__(self, name, value)
+
+    def state_dict(self):
+        """Copies of the parameters, {name: ndarray}, in PyTorch's names and order."""
+        return {name: np.array(getattr(self, name)) for name in parameter_shapes(self._config)}
+
+    def load_state_dict(self, state_dict):
+        """Set the parameters from a mapping of names to arrays (or torch tensors).
+
+        Names and shapes must match exactly; values are converted to the model
+        dtype and copied. Nothing is changed unless every entry is valid.
+        """
+        for name, value in checked_state_dict(self._config, state_dict).items():
+            object.__setattr__(self, name, aligned_copy(value, self.dtype))
 
     # -- running ---------------------------------------------------------
 
@@ -227,41 +235,15 @@ class LSTM:
         output is (T, B, num_directions * H_out) ((B, T, ...) with batch_first,
         (T, ...) unbatched); h_n, c_n are laid out as h0, c0.
         """
-        inputs = self._prepare(x, hx, lengths)
-        workers = self._workers()
-        batch = inputs.x_time_major.shape[1]
-        # Two workers on a bidirectional model run the directions side by side:
-        # each keeps the whole batch (measured 151 ms against 161 for the batch
-        # split and 187 for 2-thread BLAS, two layers at (100, 32, 128, 256)).
-        directions_only = self.bidirectional and workers == 2
-        if workers > 1 and batch > 1 and not directions_only:
-            output, h_n, c_n = self._run_split(inputs, min(workers, batch))
-        else:
-            output, h_n, c_n = self._run(inputs.x_time_major, inputs.h0, inputs.c0,
-                                         inputs.lengths, inputs.batch_first, workers)
-        if inputs.unbatched:
-            return output[:, 0], (h_n[:, 0], c_n[:, 0])
-        return output, (h_n, c_n)
+        call = _walk.prepare(self._config, x, hx, lengths)
+        return _walk.forward(self._config, _walk.kernel_weights(self, self._config), call,
+                             self._workers())
 
-    def _prepare(self, x, hx, lengths):
-        """Validate a call's arguments; x becomes a (T, B, D) view, states (L*dirs, B, .)."""
-        x_time_major, unbatched, batch_first = self._time_major("x", x)
-        steps, batch = x_time_major.shape[:2]
-        if lengths is not None:
-            if unbatched:
-                raise ValueError("lengths applies to batched input; x is unbatched (T, D)")
-            lengths = as_lengths(lengths, batch, steps)
-        h0, c0 = self._initial_states(hx, batch, unbatched)
-        return PreparedInputs(x_time_major, h0, c0, lengths, unbatched, batch_first)
-
-    def _time_major(self, name, x):
-        """(x as a (T, B, D) view in the model dtype, unbatched, batch_first for this x)."""
-        x = as_real_array(name, x, self.dtype)
-        unbatched = _check_input(x, self.input_size)
-        if unbatched:
-            x = x[:, None, :]
-        batch_first = self.batch_first and not unbatched
-        return (x.transpose(1, 0, 2) if batch_first else x), unbatched, batch_first
+    def _workers(self):
+        """Threads this call may split its work over (1: BLAS threads only)."""
+        if self._num_threads is None or self._num_threads < 2 or not _parallel.can_split():
+            return 1
+        return self._num_threads
 
     def forward_train(self, x, hx=None, lengths=None):
         """The forward pass, keeping what backpropagation needs.
@@ -270,116 +252,18 @@ class LSTM:
         `model(x, hx, lengths)`; `backward(grad_output, grad_state=None)`
         returns `(grad_x, (grad_h0, grad_c0), grads)`. See cylstm.training.
         """
-        from .training import forward_train
-
-        return forward_train(self, x, hx, lengths)
-
-    def _workers(self):
-        """Threads this call may split its work over (1: BLAS threads only)."""
-        if self.num_threads is None or self.num_threads < 2 or not _parallel.can_split():
-            return 1
-        return self.num_threads
-
-    def _run_split(self, inputs, workers):
-        """The batch cut into `workers` parts, each run whole on its own thread."""
-        x, h0, c0, lengths = inputs.x_time_major, inputs.h0, inputs.c0, inputs.lengths
-        bounds = np.linspace(0, x.shape[1], workers + 1).astype(int)
-        parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-        results = _parallel.run_all(
-            [lambda rows=rows: self._run(x[:, rows], h0[:, rows], c0[:, rows],
-                                         None if lengths is None else lengths[rows], False, 1)
-             for rows in parts], workers)
-        output, output_time_major = _new_output(
-            x.shape[0], x.shape[1], self.num_directions * self.output_size, self.dtype,
-            inputs.batch_first, False)
-        h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-        for rows, (part_output, part_h_n, part_c_n) in zip(parts, results):
-            output_time_major[:, rows] = part_output
-            h_n[:, rows], c_n[:, rows] = part_h_n, part_c_n
-        return output, h_n, c_n
-
-    def _run(self, x_time_major, h0, c0, lengths, batch_first, workers=1):
-        """All layers and directions; x_time_major (T, B, D) may be any view.
-
-        With workers > 1 the two directions of a layer run side by side.
-        """
-        steps, batch = x_time_major.shape[:2]
-        width = self.output_size
-        features = self.num_directions * width
-        h_n = np.empty_like(h0)
-        c_n = np.empty_like(c0)
-        layer_input = _kernel_input(x_time_major)
-        for layer in range(self.num_layers):
-            last = layer == self.num_layers - 1
-            output, output_time_major = _new_output(
-                steps, batch, features, self.dtype, batch_first and last, lengths is not None)
-
-            def run_direction(direction, layer=layer, layer_input=layer_input,
-                              output_time_major=output_time_major):
-                index = layer * self.num_directions + direction
-                w_ih, w_hh, bias, w_hr = self._kernel_parameters(layer, direction)
-                h = np.array(h0[index], order="C")  # the kernel updates it in place
-                c = np.array(c0[index], order="C")
-                _lstm.forward_layer(
-                    layer_input, w_ih, w_hh, bias, h, c,
-                    output_time_major[:, :, direction * width:(direction + 1) * width],
-                    w_hr=w_hr, lengths=lengths, reverse=direction == 1)
-                h_n[index], c_n[index] = h, c
-
-            directions = range(self.num_directions)
-            if workers > 1 and self.num_directions == 2:
-                _parallel.run_all([lambda d=d: run_direction(d) for d in directions], 2)
-            else:
-                for direction in directions:
-                    run_direction(direction)
-            layer_input = output_time_major
-        if lengths is not None and self.padding == "carry":
-            carry_last_valid(output_time_major[:, :, :width], lengths)
-        return output, h_n, c_n
-
-    def _initial_states(self, hx, batch, unbatched, name="hx"):
-        """(h0, c0), each (layers * directions, B, features), from hx or zeros.
-
-        `name` is what error messages call hx (a stream calls it "state").
-        """
-        layers = self.num_layers * self.num_directions
-        h_shape = (layers, batch, self.output_size)
-        c_shape = (layers, batch, self.hidden_size)
-        if hx is None:
-            return np.zeros(h_shape, self.dtype), np.zeros(c_shape, self.dtype)
-        check_state_pair(name, hx)
-        states = []
-        for position, (part, value, shape) in enumerate(
-                (("h0", hx[0], h_shape), ("c0", hx[1], c_shape))):
-            argument = f"{name}[{position}] ({part})"
-            expected = (shape[0], shape[2]) if unbatched else shape
-            state = check_shape(argument, as_real_array(argument, value, self.dtype), expected)
-            states.append(state.reshape(shape))
-        return states
-
-    def _kernel_parameters(self, layer, direction):
-        """(w_ih, w_hh, b_ih + b_hh, w_hr or None) as C-contiguous arrays of the model dtype."""
-        params = []
-        for name, shape in self._layer_layout(layer, direction):
-            value = getattr(self, name)
-            if not (type(value) is np.ndarray and value.dtype == self.dtype
-                    and value.shape == shape and value.flags.c_contiguous
-                    and value.flags.aligned):
-                value = _kernel_weight(
-                    check_shape(name, as_real_array(name, value, self.dtype), shape))
-            params.append(value)
-        w_ih, w_hh = params[:2]
-        bias = params[2] + params[3] if self.bias else np.zeros(w_ih.shape[0], self.dtype)
-        return w_ih, w_hh, bias, (params[-1] if self.proj_size else None)
+        return training.forward_train(self, self._config, x, hx, lengths)
 
     def stream(self):
         """A stateful runner: feed the sequence in chunks, get the same outputs.
 
         See cylstm.stream.LSTMStream. Not for bidirectional models.
         """
-        from .stream import LSTMStream
-
         return LSTMStream(self)
+
+    def _layer_layout(self, layer, direction):
+        """((name, shape), ...) of one (layer, direction)'s parameters, in kernel order."""
+        return layer_layout(self._config, layer, direction)
 
     # -- weights from and to other frameworks -----------------------------
 
@@ -387,11 +271,18 @@ class LSTM:
     def from_torch(cls, source, **config):
         """From a torch.nn.LSTM, or a state dict of its tensors or arrays.
 
-        See cylstm.torch_io.lstm_from_torch.
+        See cylstm.torch_io.parts_from_torch.
         """
-        from .torch_io import lstm_from_torch
+        num_threads = config.pop("num_threads", None)
+        return cls._from_parts(*torch_io.parts_from_torch(source, **config), num_threads)
 
-        return lstm_from_torch(source, **config)
+    def to_torch(self):
+        """A torch.nn.LSTM with this model's configuration and weights; needs torch.
+
+        Its batch_first is the model's; padding="carry" has no torch
+        counterpart (torch's packed sequences give zeros).
+        """
+        return torch_io.torch_from_parts(self.config(), self.state_dict())
 
     @classmethod
     def from_onnx(cls, source, dtype=None):
@@ -399,9 +290,9 @@ class LSTM:
 
         See cylstm.onnx_io.lstm_from_onnx.
         """
-        from .onnx_io import lstm_from_onnx
+        from . import onnx_io
 
-        return lstm_from_onnx(source, dtype=dtype)
+        return onnx_io.lstm_from_onnx(source, dtype=dtype)
 
     def to_onnx(self, path=None, opset=None, *, sequence_lens=True, initial_state=False):
         """An ONNX model that onnxruntime runs with this model's results; needs onnx.
@@ -411,90 +302,40 @@ class LSTM:
         shaped like this model's output, Y_h and Y_c like h_n and c_n. See
         cylstm.onnx_io.lstm_to_onnx.
         """
-        from .onnx_io import lstm_to_onnx
+        from . import onnx_io
 
-        return lstm_to_onnx(self, path, opset=opset, sequence_lens=sequence_lens,
-                            initial_state=initial_state)
+        return onnx_io.lstm_to_onnx(self, path, opset=opset, sequence_lens=sequence_lens,
+                                    initial_state=initial_state)
 
     @classmethod
     def from_keras(cls, layer, dtype=None):
         """From a Keras LSTM layer or a Bidirectional wrapper around one.
 
-        See cylstm.keras_io.lstm_from_keras.
+        See cylstm.keras_io.parts_from_keras.
         """
-        from .keras_io import lstm_from_keras
+        return cls._from_parts(*keras_io.parts_from_keras(layer, dtype=dtype))
 
-        return lstm_from_keras(layer, dtype=dtype)
-
-    # -- parameters ------------------------------------------------------
-
-    def state_dict(self):
-        """Copies of the parameters, {name: ndarray}, in PyTorch's names and order."""
-        return {name: np.array(getattr(self, name)) for name in self._parameter_shapes()}
-
-    def load_state_dict(self, state_dict):
-        """Set the parameters from a mapping of names to arrays (or torch tensors).
-
-        Names and shapes must match exactly; values are converted to the model
-        dtype and copied. Nothing is changed unless every entry is valid.
-        """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(
-                f"state_dict must be a mapping of parameter names to arrays, "
-                f"got {type(state_dict).__name__}")
-        # Count first: a configuration claiming a billion layers must not
-        # build a billion names before it is refused.
-        expected_count = (self.num_layers * self.num_directions
-                          * (2 + 2 * self.bias + bool(self.proj_size)))
-        if len(state_dict) != expected_count and expected_count > 4096:
-            raise ValueError(
-                f"state_dict must hold the model's {expected_count} parameters, got "
-                f"{len(state_dict)} entries: {_some(state_dict)}")
-        shapes = self._parameter_shapes()
-        missing = [name for name in shapes if name not in state_dict]
-        unexpected = [name for name in state_dict if name not in shapes]
-        if missing or unexpected:
-            raise ValueError(
-                f"state_dict does not match the model: missing {_some(missing)}, "
-                f"unexpected {_some(unexpected)}; expected the names {_some(shapes)}")
-        loaded = {}
-        for name, shape in shapes.items():
-            value = state_dict[name]
-            argument = f"state_dict[{name!r}]"
-            if hasattr(value, "shape"):  # check before converting a large wrong array
-                check_shape(argument, _Shaped(tuple(value.shape)), shape)
-            loaded[name] = check_shape(argument, as_real_array(argument, value, self.dtype), shape)
-        for name, value in loaded.items():
-            setattr(self, name, aligned_copy(value, self.dtype))
-
-    def config(self):
-        """The constructor arguments that rebuild this architecture."""
-        return {
-            "input_size": self.input_size, "hidden_size": self.hidden_size,
-            "num_layers": self.num_layers, "bias": self.bias,
-            "batch_first": self.batch_first, "bidirectional": self.bidirectional,
-            "proj_size": self.proj_size, "padding": self.padding,
-            "dtype": self.dtype.name,
-        }
+    # -- pickling: a pickle is untrusted data ------------------------------
 
     def __getstate__(self):
-        return {"config": self.config(), "num_threads": self.num_threads,
-                "parameters": {name: getattr(self, name) for name in self._parameter_shapes()}}
+        return {"config": self.config(), "num_threads": self._num_threads,
+                "parameters": {name: getattr(self, name)
+                               for name in parameter_shapes(self._config)}}
 
     def __setstate__(self, state):
-        # A pickle is untrusted data: rebuild through the checks of __init__ and
-        # load_state_dict (this also restores the weights' 64-byte alignment).
-        if not isinstance(state, Mapping):
+        # Rebuild through the checks of __init__ and load_state_dict (this also
+        # restores the weights' 64-byte alignment).
+        if not isinstance(state, dict):
             raise TypeError(f"an LSTM pickle state must be a dict, got {type(state).__name__}")
         if "config" in state:
             config, parameters = state["config"], state.get("parameters")
-            num_threads = state.get("num_threads")
         else:  # written by cylstm 0.1: the instance's __dict__
             config = {key: state[key] for key in CONFIG_KEYS if key in state}
             parameters = {key: value for key, value in state.items()
                           if key not in CONFIG_KEYS and key != "num_threads"}
-            num_threads = state.get("num_threads")
-        self.__dict__.update(LSTM._from_parts(config, parameters, num_threads).__dict__)
+        model = LSTM._from_parts(config, parameters, state.get("num_threads"))
+        for name, value in vars(model).items():
+            object.__setattr__(self, name, value)
 
     def __repr__(self):
         defaults = {"num_layers": 1, "bias": True, "batch_first": False,
@@ -506,92 +347,11 @@ class LSTM:
                 f"dtype={self.dtype.name})")
 
 
-@functools.lru_cache(maxsize=256)
-def _layer_layout(input_size, hidden_size, proj_size, bias, num_directions, layer, direction):
-    """LSTM._layer_layout, cached: every call of a model reads it per layer."""
-    suffix = f"l{layer}" + ("_reverse" if direction else "")
-    gates, width = 4 * hidden_size, proj_size or hidden_size
-    inputs = input_size if layer == 0 else width * num_directions
-    layout = [(f"weight_ih_{suffix}", (gates, inputs)), (f"weight_hh_{suffix}", (gates, width))]
-    if bias:
-        layout += [(f"bias_ih_{suffix}", (gates,)), (f"bias_hh_{suffix}", (gates,))]
-    if proj_size:
-        layout.append((f"weight_hr_{suffix}", (proj_size, hidden_size)))
-    return tuple(layout)
-
-
-class _Shaped(NamedTuple):
-    """Something with a shape, for check_shape before an array is converted."""
-
-    shape: tuple
-
-
-def _some(names, limit=12):
-    """A list of names for an error message, cut after `limit`."""
-    names = [str(name) for name in names]
-    if len(names) <= limit:
-        return names
-    return names[:limit] + [f"... ({len(names) - limit} more)"]
-
-
-def check_state_pair(name, value):
-    """Refuse anything but a pair (h, c), saying what came instead."""
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{name} must be a tuple (h0, c0), got {type(value).__name__}")
-    if len(value) != 2:
-        raise TypeError(
-            f"{name} must be a tuple (h0, c0) of 2 arrays, got a {type(value).__name__} "
-            f"of {len(value)} items")
-
-
-def _check_input(x, input_size):
-    """Check x's rank and feature size; return whether it is unbatched (2-D)."""
-    if x.ndim not in (2, 3):
-        raise ValueError(
-            f"x must be 3-D (batched) or 2-D (unbatched), got {x.ndim}-D with shape {x.shape}")
-    if x.shape[-1] != input_size:
-        raise ValueError(
-            f"x must have input_size={input_size} features in its last axis, "
-            f"got shape {x.shape}")
-    return x.ndim == 2
-
-
-def _kernel_input(array):
-    """`array` as the kernel reads it: itself if it is kernel-ready, else an aligned
-    C-contiguous copy (byte strides, negative strides, misaligned data)."""
-    if is_kernel_ready(array, array.dtype):
-        return array
-    return np.array(array, order="C")
-
-
-def _kernel_weight(array):
+def _c_order(array):
     """`array` if it is C-contiguous and aligned, else such a copy."""
     if array.flags.c_contiguous and array.flags.aligned:
         return array
     return np.array(array, order="C")
-
-
-def _new_output(steps, batch, features, dtype, batch_first, zero_padding):
-    """(output in the user's layout, its (T, B, F) view); zeroed when rows are padded."""
-    allocate = np.zeros if zero_padding else np.empty
-    if batch_first:
-        output = allocate((batch, steps, features), dtype)
-        return output, output.transpose(1, 0, 2)
-    output = allocate((steps, batch, features), dtype)
-    return output, output
-
-
-def padded_steps(steps, lengths):
-    """A (T, B) mask, True where step t lies past row b's length."""
-    return np.arange(steps)[:, None] >= lengths[None, :]
-
-
-def carry_last_valid(output_time_major, lengths):
-    """Past each row's length, repeat its last valid output (Keras masking)."""
-    steps = output_time_major.shape[0]
-    for row, length in enumerate(lengths):
-        if length < steps:
-            output_time_major[length:, row] = output_time_major[length - 1, row]
 
 
 def _initial_state(name, value, shape, dtype):

@@ -3,9 +3,8 @@ import threading
 
 import numpy as np
 
-from . import _lstm
+from . import _walk
 from ._validation import as_real_array
-from .lstm import _kernel_input, _new_output, check_state_pair
 
 
 class LSTMStream:
@@ -53,9 +52,9 @@ class LSTMStream:
             return self._advance(chunk)
 
     def _advance(self, chunk):
-        model = self.model
-        x_time_major, unbatched, batch_first = model._time_major("chunk", chunk)
-        steps, batch = x_time_major.shape[:2]
+        config = self.model._config
+        x_time_major, unbatched, batch_first = _walk.time_major(config, "chunk", chunk)
+        batch = x_time_major.shape[1]
         if self._h is None:
             self._start(batch, unbatched)
         elif (batch, unbatched) != (self._batch, self._unbatched):
@@ -63,22 +62,15 @@ class LSTMStream:
                 f"chunk must continue the stream's {self._describe(self._batch, self._unbatched)}"
                 f", got {self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
                 "call reset() to start another")
-
-        # Every layer's weights are checked before the first one changes the state.
-        weights = [model._kernel_parameters(layer, 0) for layer in range(model.num_layers)]
-        layer_input = _kernel_input(x_time_major)
-        for layer, (w_ih, w_hh, bias, w_hr) in enumerate(weights):
-            last = layer == model.num_layers - 1
-            output, output_time_major = _new_output(
-                steps, batch, model.output_size, model.dtype, batch_first and last, False)
-            _lstm.forward_layer(layer_input, w_ih, w_hh, bias, self._h[layer],
-                                self._c[layer], output_time_major, w_hr=w_hr)
-            layer_input = output_time_major
+        weights = _walk.kernel_weights(self.model, config)
+        output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
+                                  batch_first=batch_first)
         return output[:, 0] if unbatched else output
 
     def _start(self, batch, unbatched):
         """The per-layer state for a stream of this batch, from the given state or zeros."""
-        h0, c0 = self.model._initial_states(self._given, batch, unbatched, name="state")
+        h0, c0 = _walk.initial_states(self.model._config, self._given, batch, unbatched,
+                                      name="state")
         self._h = [np.array(h, order="C") for h in h0]  # the kernel updates them in place
         self._c = [np.array(c, order="C") for c in c0]
         self._batch, self._unbatched, self._given = batch, unbatched, None
@@ -116,7 +108,7 @@ class LSTMStream:
         agree on it here and the chunk must match it.
         """
         model = self.model
-        check_state_pair("state", value)
+        _walk.check_state_pair("state", value)
         layers = model.num_layers
         states = []
         for position, (part, features) in enumerate(

@@ -10,20 +10,19 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .lstm import LSTM, _some
+from ._params import some as _some
 
 ARCHITECTURE_KEYS = ("input_size", "hidden_size", "num_layers", "bias",
                      "bidirectional", "proj_size")
 
 
-def lstm_from_torch(source, **config):
-    """An LSTM with the configuration and weights of a torch.nn.LSTM or its state dict.
+def parts_from_torch(source, **config):
+    """(config, state_dict) of a torch.nn.LSTM or its state dict, for LSTM.from_torch.
 
     `source` is a torch.nn.LSTM module, or a mapping of torch's parameter
     names to tensors or arrays (the architecture is read off the names and
     shapes). `config` sets what weights cannot tell (batch_first, padding,
-    dtype, num_threads) and may repeat architecture arguments, which must then
-    agree. The dtype defaults to float64 for float64 weights, else float32.
+    dtype) and may repeat architecture arguments, which must then agree. The dtype defaults to float64 for float64 weights, else float32.
     Dropout between layers is a training-time feature and is not applied (a
     module with dropout > 0 says so in a warning).
     """
@@ -45,8 +44,20 @@ def lstm_from_torch(source, **config):
     if "dtype" not in config:
         config["dtype"] = np.float64 if _dtype_name(state_dict["weight_ih_l0"]) == "float64" \
             else np.float32
-    num_threads = config.pop("num_threads", None)
-    return LSTM._from_parts(config, state_dict, num_threads)
+    return config, state_dict
+
+
+def torch_from_parts(config, state_dict):
+    """A torch.nn.LSTM (float32 or float64 as the config says) holding these weights."""
+    import torch
+
+    module = torch.nn.LSTM(
+        config["input_size"], config["hidden_size"], config["num_layers"], bias=config["bias"],
+        batch_first=config["batch_first"], bidirectional=config["bidirectional"],
+        proj_size=config["proj_size"], dtype=getattr(torch, str(np.dtype(config["dtype"]))))
+    module.load_state_dict({name: torch.from_numpy(np.array(value))
+                            for name, value in state_dict.items()})
+    return module
 
 
 def _is_module(source):

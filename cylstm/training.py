@@ -14,75 +14,37 @@ the input, the initial state and the weights, so that changing them before
 """
 import numpy as np
 
-from . import _lstm
+from . import _lstm, _walk
+from ._params import layer_layout, parameter_shapes
 from ._validation import as_real_array, check_shape
-from .lstm import carry_last_valid, padded_steps
 
 
-def forward_train(model, x, hx=None, lengths=None):
+def forward_train(model, config, x, hx=None, lengths=None):
     """Run `model` on x like `model(x, hx, lengths)` and return a `Backward` too."""
-    inputs = model._prepare(x, hx, lengths)
-    # Own copies: the caller may overwrite x and hx before calling backward.
-    inputs = inputs._replace(h0=np.array(inputs.h0), c0=np.array(inputs.c0))
-    x_time_major = np.array(inputs.x_time_major, order="C")
-    steps, batch = x_time_major.shape[:2]
-    if inputs.lengths is not None:
+    call = _walk.prepare(config, x, hx, lengths)
+    # Own copies: the caller may overwrite x, hx and the weights before backward.
+    call = call._replace(h0=np.array(call.h0), c0=np.array(call.c0))
+    x_time_major = np.array(call.x_time_major, order="C")
+    steps = x_time_major.shape[0]
+    if call.lengths is not None:
         # The weight gradient is one product over all T x B rows: padded steps
         # must hold zeros there, whatever the user padded with (NaN is common).
-        x_time_major[padded_steps(steps, inputs.lengths)] = 0
-    width, directions = model.output_size, model.num_directions
-    allocate = np.zeros if inputs.lengths is not None else np.empty  # zero past lengths
-    dtype = model.dtype
-    h_n, c_n = np.empty_like(inputs.h0), np.empty_like(inputs.c0)
-    layers = []
-    layer_input = x_time_major
-    for layer in range(model.num_layers):
-        output = allocate((steps, batch, directions * width), dtype)
-        kept = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            weights = [None if w is None else np.array(w)
-                       for w in model._kernel_parameters(layer, direction)]
-            w_ih, w_hh, bias, w_hr = weights
-            act = allocate((steps, batch, 4 * model.hidden_size), dtype)
-            cells = np.empty((steps, batch, model.hidden_size), dtype)
-            h = np.array(inputs.h0[index], order="C")
-            c = np.array(inputs.c0[index], order="C")
-            _lstm.forward_layer(layer_input, w_ih, w_hh, bias, h, c,
-                                output[:, :, direction * width:(direction + 1) * width],
-                                w_hr=w_hr, lengths=inputs.lengths, reverse=direction == 1,
-                                keep_act=act, keep_c=cells)
-            h_n[index], c_n[index] = h, c
-            kept.append(KeptDirection(w_ih, w_hh, w_hr, act, cells))
-        layers.append(KeptLayer(layer_input, output, kept))
-        layer_input = output
+        x_time_major[_walk.padded_steps(steps, call.lengths)] = 0
+    weights = _walk.kernel_weights(model, config, copy=True)
+    h = [np.array(state, order="C") for state in call.h0]
+    c = [np.array(state, order="C") for state in call.c0]
+    _, last_output, layers = _walk.walk(config, weights, x_time_major, h, c, call.lengths,
+                                        keep=True)
+    h_n, c_n = np.stack(h), np.stack(c)
 
-    result = np.array(layer_input)  # the user's copy; the kept one stays zero-padded
-    if inputs.lengths is not None and model.padding == "carry":
-        carry_last_valid(result[:, :, :width], inputs.lengths)
-    if inputs.batch_first:
+    result = np.array(last_output)  # the user's copy; the kept one stays zero-padded
+    if call.lengths is not None and config.padding == "carry":
+        _walk.carry_last_valid(result[:, :, :config.output_size], call.lengths)
+    if call.batch_first:
         result = np.ascontiguousarray(result.transpose(1, 0, 2))
-    if inputs.unbatched:
-        result = result[:, 0]
-        return result, (h_n[:, 0], c_n[:, 0]), Backward(model, inputs, layers, result.shape)
-    backward = Backward(model, inputs, layers, result.shape)
-    return result, (h_n, c_n), backward
-
-
-class KeptDirection:
-    """What one direction of one layer keeps for backpropagation."""
-
-    def __init__(self, w_ih, w_hh, w_hr, act, cells):
-        self.w_ih, self.w_hh, self.w_hr = w_ih, w_hh, w_hr
-        self.act = act  # (T, B, 4H) i, f, g, o; overwritten by the backward pass
-        self.cells = cells  # (T, B, H)
-
-
-class KeptLayer:
-    def __init__(self, layer_input, output, directions):
-        self.input = layer_input  # (T, B, D_k) time-major, contiguous
-        self.output = output  # (T, B, dirs * H_out), zero past each row's length
-        self.directions = directions
+    if call.unbatched:
+        result, h_n, c_n = result[:, 0], h_n[:, 0], c_n[:, 0]
+    return result, (h_n, c_n), Backward(config, call, layers, result.shape)
 
 
 class Backward:
@@ -94,8 +56,8 @@ class Backward:
     c_n's shapes, and {parameter name: dL/dparameter} in state_dict order.
     """
 
-    def __init__(self, model, inputs, layers, output_shape):
-        self._model = model
+    def __init__(self, config, inputs, layers, output_shape):
+        self._config = config
         self._inputs = inputs
         self._layers = layers
         self._output_shape = output_shape
@@ -106,8 +68,8 @@ class Backward:
             raise RuntimeError(
                 "backward() can run once per forward_train(): it reuses the kept "
                 "activations as scratch. Call forward_train() again.")
-        model, inputs = self._model, self._inputs
-        dtype = model.dtype
+        config, inputs = self._config, self._inputs
+        dtype = config.dtype
         grad_output = check_shape(
             "grad_output", as_real_array("grad_output", grad_output, dtype), self._output_shape)
         grad_h_n, grad_c_n = self._state_gradients(grad_state)
@@ -115,14 +77,14 @@ class Backward:
 
         grad = grad_output[:, None, :] if inputs.unbatched else grad_output
         grad = np.ascontiguousarray(grad.transpose(1, 0, 2) if inputs.batch_first else grad)
-        width, directions = model.output_size, model.num_directions
-        if inputs.lengths is not None and model.padding == "carry":
+        width, directions = config.output_size, config.num_directions
+        if inputs.lengths is not None and config.padding == "carry":
             grad = _fold_carried_gradient(grad, inputs.lengths, width)
 
         grad_h0 = np.empty_like(inputs.h0)
         grad_c0 = np.empty_like(inputs.c0)
         grads = {}
-        for layer in reversed(range(model.num_layers)):
+        for layer in reversed(range(config.num_layers)):
             kept_layer = self._layers[layer]
             grad_input = np.zeros_like(kept_layer.input)
             for direction, kept in enumerate(kept_layer.directions):
@@ -136,11 +98,11 @@ class Backward:
                     grad_c0[index], layer_grads["w_ih"], layer_grads["w_hh"],
                     layer_grads["bias"], w_hr=kept.w_hr, grad_w_hr=layer_grads["w_hr"],
                     lengths=inputs.lengths, reverse=direction == 1)
-                grads.update(_named(model, layer, direction, layer_grads))
+                grads.update(_named(config, layer, direction, layer_grads))
             grad = grad_input
 
         grad_x = grad.transpose(1, 0, 2) if inputs.batch_first else grad
-        grads = {name: grads[name] for name in model._parameter_shapes()}
+        grads = {name: grads[name] for name in parameter_shapes(config)}
         if inputs.unbatched:
             return grad_x[:, 0], (grad_h0[:, 0], grad_c0[:, 0]), grads
         return np.ascontiguousarray(grad_x), (grad_h0, grad_c0), grads
@@ -158,7 +120,7 @@ class Backward:
         for position, (name, value, like) in enumerate(
                 (("grad_h_n", grad_state[0], h0), ("grad_c_n", grad_state[1], c0))):
             shape = (like.shape[0], like.shape[2]) if self._inputs.unbatched else like.shape
-            array = as_real_array(name, value, self._model.dtype)
+            array = as_real_array(name, value, self._config.dtype)
             check_shape(f"grad_state[{position}] ({name})", array, shape)
             result.append(np.array(array.reshape(like.shape), order="C"))
         return result
@@ -186,12 +148,12 @@ def _empty_gradients(kept):
     return gradients
 
 
-def _named(model, layer, direction, layer_grads):
+def _named(config, layer, direction, layer_grads):
     """The gradients of one (layer, direction) under the model's parameter names."""
-    names = model._parameter_names(layer, direction)
+    names = [name for name, _ in layer_layout(config, layer, direction)]
     values = [layer_grads["w_ih"], layer_grads["w_hh"]]
-    if model.bias:
+    if config.bias:
         values += [layer_grads["bias"], layer_grads["bias"].copy()]
-    if model.proj_size:
+    if config.proj_size:
         values.append(layer_grads["w_hr"])
     return dict(zip(names, values))
