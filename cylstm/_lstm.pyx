@@ -174,7 +174,8 @@ def forward_layer(const floating[:, :, :] x,
         raise ValueError("x and out must have contiguous rows (last axis)")
     if T == 0 or B == 0 or H == 0:
         return
-    if not (_item_strides(x.strides, 3, itemsize) and _item_strides(out.strides, 3, itemsize)
+    if not (_item_strides(x.strides, x.shape, 3, itemsize)
+            and _item_strides(out.strides, out.shape, 3, itemsize)
             and <size_t> &x[0, 0, 0] % itemsize == 0 and <size_t> &out[0, 0, 0] % itemsize == 0):
         raise ValueError("x and out must be aligned, with strides that are non-negative "
                          "multiples of the item size (copy a record field or a reversed "
@@ -386,12 +387,14 @@ cdef inline void _rows_to_columns(Py_ssize_t n, floating **rows, Py_ssize_t coun
             columns[j * stride + q] = rows[q][j]
 
 
-cdef bint _item_strides(const Py_ssize_t *strides, int ndim, Py_ssize_t itemsize):
+cdef bint _item_strides(const Py_ssize_t *strides, const Py_ssize_t *shape, int ndim,
+                        Py_ssize_t itemsize):
     """Whether every stride is a non-negative multiple of the item size, so that
-    element addresses computed in items (and BLAS leading dimensions) are right."""
+    element addresses computed in items (and BLAS leading dimensions) are right.
+    An axis of extent 1 is never stepped along: its stride does not matter."""
     cdef int axis
     for axis in range(ndim):
-        if strides[axis] < 0 or strides[axis] % itemsize:
+        if shape[axis] > 1 and (strides[axis] < 0 or strides[axis] % itemsize):
             return False
     return True
 

@@ -99,10 +99,15 @@ def is_kernel_ready(array, dtype):
     """Whether the kernel can read `array` where it lies: an ndarray of `dtype`,
     aligned, contiguous rows, and every stride a non-negative multiple of the
     item size (a packed record field can have byte strides like 13)."""
-    itemsize = np.dtype(dtype).itemsize
-    return (type(array) is np.ndarray and array.dtype == dtype and array.flags.aligned
-            and (array.ndim == 0 or array.strides[-1] == itemsize or array.shape[-1] <= 1)
-            and all(stride >= 0 and stride % itemsize == 0 for stride in array.strides))
+    if type(array) is not np.ndarray or array.dtype != dtype or not array.flags.aligned:
+        return False
+    if array.flags.c_contiguous:  # the common case, decided at once
+        return True
+    itemsize = array.itemsize
+    # An axis of extent 1 is never stepped along: its stride does not matter.
+    return ((array.ndim == 0 or array.strides[-1] == itemsize or array.shape[-1] <= 1)
+            and all(stride >= 0 and stride % itemsize == 0
+                    for stride, extent in zip(array.strides, array.shape) if extent > 1))
 
 
 def aligned_copy(array, dtype):

@@ -163,13 +163,13 @@ def forward(config: Config, weights, call: Call, workers=1):
 
 
 def _forward_whole(config, weights, x_time_major, h0, c0, lengths, batch_first, workers):
-    h = [np.array(state, order="C") for state in h0]  # the kernel updates them in place
-    c = [np.array(state, order="C") for state in c0]
-    output, output_time_major, _ = walk(config, weights, x_time_major, h, c, lengths,
-                                        batch_first=batch_first, workers=workers)
+    # Fresh C-order copies whose (B, .) slices the kernel turns into the final state.
+    h_n, c_n = np.array(h0, order="C"), np.array(c0, order="C")
+    output, output_time_major, _ = walk(config, weights, x_time_major, list(h_n), list(c_n),
+                                        lengths, batch_first=batch_first, workers=workers)
     if lengths is not None and config.padding == "carry":
         carry_last_valid(output_time_major[:, :, :config.output_size], lengths)
-    return output, np.stack(h), np.stack(c)
+    return output, h_n, c_n
 
 
 def _forward_split(config, weights, call, workers):

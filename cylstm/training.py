@@ -31,11 +31,9 @@ def forward_train(model, config, x, hx=None, lengths=None):
         # must hold zeros there, whatever the user padded with (NaN is common).
         x_time_major[_walk.padded_steps(steps, call.lengths)] = 0
     weights = _walk.kernel_weights(model, config, copy=True)
-    h = [np.array(state, order="C") for state in call.h0]
-    c = [np.array(state, order="C") for state in call.c0]
-    _, last_output, layers = _walk.walk(config, weights, x_time_major, h, c, call.lengths,
-                                        keep=True)
-    h_n, c_n = np.stack(h), np.stack(c)
+    h_n, c_n = np.array(call.h0, order="C"), np.array(call.c0, order="C")  # final states
+    _, last_output, layers = _walk.walk(config, weights, x_time_major, list(h_n), list(c_n),
+                                        call.lengths, keep=True)
 
     result = np.array(last_output)  # the user's copy; the kept one stays zero-padded
     if call.lengths is not None and config.padding == "carry":
