@@ -1607,6 +1607,11 @@ def main(argv=None):
     """Command-line entry: run the benchmark, print the tables; return the exit status: 1 when
     an output disagrees with cylstm's, cylstm fails, or a ratio regressed grossly against
     --check-baseline; else 0 (missed speed goals do not fail)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--dask" in argv:  # cylstm.dask's benchmark, a module of its own
+        from . import bench_dask
+
+        return bench_dask.main([arg for arg in argv if arg != "--dask"])
     names = list(CONFIGS) + list(EXTRA_CONFIGS)
     parser = argparse.ArgumentParser(
         prog="python -m cylstm.benchmark",
