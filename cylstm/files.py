@@ -23,8 +23,6 @@ FORMAT_VERSION = 1
 HEADER_KEY = "__cylstm_header__"
 MAX_HEADER_BYTES = 4096  # the JSON text; save writes about 250 bytes
 MAX_NPY_HEADER = 1024    # an .npy header of a 1-D or 2-D array is 128 bytes
-_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def save(path, model):
@@ -40,7 +38,8 @@ def save(path, model):
         weights = model.state_dict()
         checked = LSTM._from_parts(model.config(), weights)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"cannot save the model: {exc}") from exc
+        kind = ValueError if isinstance(exc, ValueError) else TypeError
+        raise kind(f"cannot save the model: {exc}") from exc
     header = {"format": FORMAT, "version": FORMAT_VERSION, "config": checked.config()}
     header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     with atomic_write(path, "wb") as file:
@@ -70,6 +69,7 @@ def load(path):
 
 def _read(file):
     """(config, {name: array}) from an open file, every claim checked before data is read."""
+    file_size = os.fstat(file.fileno()).st_size
     with zipfile.ZipFile(file) as archive:
         members = {info.filename: info for info in archive.infolist()}
         if len(members) != len(archive.infolist()):
@@ -77,10 +77,12 @@ def _read(file):
         header = members.pop(HEADER_KEY + ".npy", None)
         if header is None:
             raise ValueError("it has no cylstm header (not written by cylstm.save)")
-        config = _parse_header(_read_array(archive, header, np.dtype(np.uint8), None))
-        shapes, dtype = _expected_weights(config, list(members))
-        return config, {weight: _read_array(archive, members[weight + ".npy"], dtype, shape)
-                        for weight, shape in shapes.items()}
+        config = _parse_header(
+            _read_array(archive, file_size, header, np.dtype(np.uint8), None))
+        shapes, dtype = _expected_weights(config, members)
+        return config, {
+            weight: _read_array(archive, file_size, members[weight + ".npy"], dtype, shape)
+            for weight, shape in shapes.items()}
 
 
 def _parse_header(header_bytes):
@@ -121,18 +123,24 @@ def _expected_weights(config, members):
     missing = [name for name in shapes if name + ".npy" not in members]
     unknown = sorted(set(members) - {name + ".npy" for name in shapes})
     if missing or unknown:
-        raise ValueError(f"its weights do not match its configuration: missing "
-                         f"{missing[:8]}, unknown {unknown[:8]}")
+        raise ValueError("its weights do not match its configuration:"
+                         + (f" missing {_some(missing)}" if missing else "")
+                         + (f" unknown members {_some(unknown)}" if unknown else ""))
     return shapes, spec.dtype
 
 
-def _read_array(archive, info, dtype, shape):
+def _some(names):
+    return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+def _read_array(archive, file_size, info, dtype, shape):
     """The array in zip member `info`, refused unless its .npy header says `dtype`
     and `shape` (shape None: one dimension of at most MAX_HEADER_BYTES).
 
-    The member's size in the zip directory is checked before it is opened and
-    its .npy header before any data is read; a compressed member is never
-    decompressed past the size that `shape` implies."""
+    The member's sizes in the zip directory are checked before it is opened
+    (zipfile reads a stored member's claimed size in one read, which allocates
+    it first), and its .npy header before any data is read; a compressed member
+    is never decompressed past the size that `shape` implies."""
     name = info.filename
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise ValueError(f"{name} is compressed with zip method {info.compress_type}; "
@@ -141,11 +149,16 @@ def _read_array(archive, info, dtype, shape):
     if info.file_size > limit + MAX_NPY_HEADER:
         raise ValueError(f"{name} holds {info.file_size} bytes; its configuration allows "
                          f"{limit} and an .npy header")
+    if info.header_offset + info.compress_size > file_size:
+        raise ValueError(f"{name} claims {info.compress_size} bytes at offset "
+                         f"{info.header_offset}, past the end of the file ({file_size} bytes)")
     with archive.open(info) as member:
+        # Version 1.0 only (np.save writes it for any plain array): the header
+        # of 2.0 may claim 4 GiB, and zipfile inflates as much as a read asks for.
         version = np.lib.format.read_magic(member)
-        if version not in _NPY_HEADER_READERS:
-            raise ValueError(f"{name} is in .npy format version {version}; expected 1.0 or 2.0")
-        stored_shape, fortran_order, stored_dtype = _NPY_HEADER_READERS[version](member)
+        if version != (1, 0):
+            raise ValueError(f"{name} is in .npy format version {version}; expected (1, 0)")
+        stored_shape, fortran_order, stored_dtype = np.lib.format.read_array_header_1_0(member)
         wanted = f"{dtype} {shape}" if shape else f"{dtype} (n,), n <= {MAX_HEADER_BYTES}"
         if shape is None and len(stored_shape) == 1 and stored_shape[0] <= MAX_HEADER_BYTES:
             shape = stored_shape

@@ -45,19 +45,21 @@ def _npy_header(shape, descr="<f4"):
     return buffer.getvalue()
 
 
-def _member(name, payload, method=zipfile.ZIP_STORED, file_size=None, crc=None, flags=0):
+def _member(name, payload, method=zipfile.ZIP_STORED, file_size=None, crc=None, flags=0,
+            compress_size=None):
     """A zip entry; `payload` is stored as given (already deflated for ZIP_DEFLATED), and
-    file_size and crc default to those of `payload` (right for stored members only)."""
+    the sizes and crc default to those of `payload` (right for stored members only)."""
     return (name, payload, method, len(payload) if file_size is None else file_size,
-            zlib.crc32(payload) if crc is None else crc, flags)
+            zlib.crc32(payload) if crc is None else crc, flags,
+            len(payload) if compress_size is None else compress_size)
 
 
 def _zip(members):
     """Zip bytes holding `members` exactly as described: nothing is checked or recomputed."""
     body, directory = bytearray(), bytearray()
-    for name, payload, method, file_size, crc, flags in members:
+    for name, payload, method, file_size, crc, flags, compress_size in members:
         encoded = name.encode()
-        sizes = (crc, len(payload), file_size)
+        sizes = (crc, compress_size, file_size)
         directory += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, flags, method, 0, 0x21,
                                  *sizes, len(encoded), 0, 0, 0, 0, 0, len(body)) + encoded
         body += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0x21, *sizes,
@@ -105,15 +107,18 @@ def _members(header_bytes=None, skip=(), **weights):
 # --- the crafted files ----------------------------------------------------------------------
 
 
-def _claims_without_data(size):
-    """A config of D = H = `size` and .npy headers (and zip sizes) that agree, but no data."""
+def _claims_without_data(size, compress_size=False):
+    """A config of D = H = `size` and .npy headers (and zip sizes: the size of the data,
+    and with `compress_size` its size on disk too) that agree, but no data."""
     model = cylstm.LSTM(D, H, seed=0)
     members = [_member(HEADER, _npy(np.frombuffer(
         _header(input_size=size, hidden_size=size), np.uint8)))]
     for name in model.state_dict():
         shape = (4 * size, size) if name.startswith("weight") else (4 * size,)
         header = _npy_header(shape)
-        members.append(_member(name + ".npy", header, file_size=len(header) + 4 * np.prod(shape)))
+        claim = len(header) + 4 * int(np.prod(shape))
+        members.append(_member(name + ".npy", header, file_size=claim,
+                               compress_size=claim if compress_size else None))
     return _zip(members)
 
 
@@ -126,6 +131,16 @@ def _weight_of_zeros(file_size=None):
         crc=0)])
 
 
+def _huge_npy_header():
+    """weight_ih_l0 (20, 1024) (80 KiB) in .npy format 2.0, whose header claims 4 GiB and is
+    1.5 GiB of deflated zeros: what reads the header, reads as much as it asks for."""
+    members = _members(_header(input_size=1024), skip=("weight_ih_l0",))
+    members.insert(1, _member(
+        "weight_ih_l0.npy", _deflated_zeros(b"\x93NUMPY\x02\x00\x00\xff\xff\xff", BOMB),
+        zipfile.ZIP_DEFLATED, 128 + 4 * 4 * H * 1024, crc=0))
+    return _zip(members)
+
+
 def _with_method(method):
     """A valid model whose first weight claims another compression method."""
     members = _members()
@@ -135,8 +150,16 @@ def _with_method(method):
 
 def _with_flags(flags):
     members = _members()
-    members[1] = members[1][:5] + (flags,)
+    members[1] = members[1][:5] + (flags,) + members[1][6:]
     return _zip(members)
+
+
+def _with_end_record(offset, value):
+    """A valid model whose zip end record has `value` in the field at `offset` (12: the size
+    of the directory, 16: its offset)."""
+    data = bytearray(_zip(_members()))
+    struct.pack_into("<L", data, len(data) - 22 + offset, value)
+    return bytes(data)
 
 
 def _compressed_bytes():
@@ -155,15 +178,20 @@ CRAFTED = {
         hidden_size=10**12, num_layers=10**6, bidirectional=True))),
     # headers and .npy headers that agree on a huge model whose data is not there
     "4000x4000, consistent claims, no data": lambda: _claims_without_data(4000),
+    "4000x4000, consistent claims and sizes on disk, no data": lambda: _claims_without_data(
+        4000, compress_size=True),
     # .npy headers claiming huge arrays
     "npy shape 10**6 x 10**6": lambda: _zip(_members(weight_ih_l0=_npy_header((10**6, 10**6)))),
     "npy shape 2 GiB": lambda: _zip(_members(weight_ih_l0=_npy_header((1 << 29,)))),
     "npy header 2 GiB of uint8": lambda: _zip(
         [_member(HEADER, _npy_header((1 << 31,), "|u1"))] + _members()[1:]),
     "npy object dtype": lambda: _zip(_members(weight_ih_l0=_npy_header((4 * H, D), "|O"))),
+    "npy version 2, 4 GiB header of deflated zeros": _huge_npy_header,
     "npy version 3": lambda: _zip(_members(
         weight_ih_l0=b"\x93NUMPY\x03\x00" + _npy_header((4 * H, D))[8:])),
     # decompression bombs
+    "zip directory claiming 3 GiB": lambda: _with_end_record(12, 3 << 30),
+    "zip directory at offset 3 GiB": lambda: _with_end_record(16, 3 << 30),
     "unknown member of 1.5 GiB zeros": lambda: _zip(_members() + [_member(
         "junk.npy", _deflated_zeros(b"", BOMB), zipfile.ZIP_DEFLATED, BOMB, crc=0)]),
     "weight of 1.5 GiB zeros": lambda: _weight_of_zeros(),
@@ -260,7 +288,7 @@ def _assert_original(model):
 def test_the_builders_make_a_valid_file(tmp_path):
     """The zip writer above is right: unchanged members load the model, compressed ones too."""
     for name, data in [("plain.npz", _zip(_members())), ("deflated.npz", _zip([
-            _member(n, _deflated(p), zipfile.ZIP_DEFLATED, len(p), zlib.crc32(p), 0)
+            _member(n, _deflated(p), zipfile.ZIP_DEFLATED, len(p), zlib.crc32(p))
             for n, p, *_ in _members()]))]:
         path = tmp_path / name
         path.write_bytes(data)
