@@ -8,10 +8,15 @@
  * them; libm's scalar expf/tanhf would stop that and cost 2-3x. The selects for
  * large |x| only vectorise (compare and blend) under -fno-trapping-math
  * (setup.py passes it): without it GCC keeps branches and the loops stay
- * scalar, 7x slower (no ymm instruction at all in the AVX2 clones). The x86-64
- * build compiles each loop three times (AVX-512, AVX2+FMA, baseline SSE2) and
- * picks one at load time by CPUID (GCC target_clones); other platforms get the
- * baseline loop.
+ * scalar, 7x slower (no ymm instruction at all in the AVX2 clones). On x86-64
+ * Linux with glibc, GCC >= 11 compiles each loop three times (AVX-512, AVX2+FMA,
+ * baseline SSE2) and picks one at load time by CPUID (target_clones, an ifunc);
+ * Clang does the same with AVX-512F / AVX2 / baseline clones (its resolver for
+ * arch=x86-64-vN clones tests the CPU vendor, not the features). Everything else
+ * (Arm64, where the vectoriser emits NEON; macOS, musl and Windows, which have
+ * no ifunc; MSVC) compiles the plain loops once. GNU attributes appear only
+ * under the GNU guard, so the header is ISO C99 with extensions off
+ * (ci/compilers.sh compiles it so).
  */
 #ifndef CYLSTM_GATES_H
 #define CYLSTM_GATES_H
@@ -21,16 +26,48 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* GCC or Clang with GNU extensions on (-std=c99 turns them off: the plain path). */
+#if defined(__GNUC__) && !defined(__STRICT_ANSI__)
+#define CYLSTM_GNU 1
+#else
+#define CYLSTM_GNU 0
+#endif
+
+/* target_clones needs an ifunc: ELF with glibc (math.h above defined __GLIBC__). */
+#if CYLSTM_GNU && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#if defined(__clang__) && __clang_major__ >= 14
+#define CYLSTM_DISPATCH 2
+#define CYLSTM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#elif !defined(__clang__) && __GNUC__ >= 11
 #define CYLSTM_DISPATCH 1
 #define CYLSTM_SIMD_CLONES \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
+#endif
+#endif
+#ifndef CYLSTM_DISPATCH
 #define CYLSTM_DISPATCH 0
 #define CYLSTM_SIMD_CLONES
 #endif
 
+#if CYLSTM_GNU
 #define CYLSTM_INLINE static inline __attribute__((always_inline))
+#define CYLSTM_ALIGN64 __attribute__((aligned(64)))
+#elif defined(_MSC_VER)
+#define CYLSTM_INLINE static __forceinline
+#define CYLSTM_ALIGN64 __declspec(align(64))
+#else
+#define CYLSTM_INLINE static inline
+#define CYLSTM_ALIGN64
+#endif
+
+/* MSVC's C has restrict only under /std:c11; __restrict always. Scoped to this
+ * header: Windows headers use __declspec(restrict). */
+#if defined(_MSC_VER) && !defined(__clang__)
+#pragma push_macro("restrict")
+#undef restrict
+#define restrict __restrict
+#endif
+
 #define CYLSTM_BLOCK 64 /* units per block of the row-layout cell */
 
 /* ---- float32: minimax rational tanh, |error| < 4e-7 on all of R ----
@@ -160,7 +197,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
                                      const real *restrict bias, real *restrict c, \
                                      real *restrict h, real *restrict act)       \
     {                                                                            \
-        real local[4][CYLSTM_BLOCK] __attribute__((aligned(64)));                \
+        CYLSTM_ALIGN64 real local[4][CYLSTM_BLOCK];                              \
         for (ptrdiff_t j0 = 0; j0 < H; j0 += CYLSTM_BLOCK) {                     \
             const ptrdiff_t m = H - j0 < CYLSTM_BLOCK ? H - j0 : CYLSTM_BLOCK;   \
             const real *restrict gate_i = gates + j0, *restrict gate_f = gate_i + H; \
@@ -182,7 +219,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         const real *restrict bias, real *restrict c, real *restrict h,           \
         real *restrict act, ptrdiff_t ld_state)                                  \
     {                                                                            \
-        real local[4][CYLSTM_BLOCK] __attribute__((aligned(64)));                \
+        CYLSTM_ALIGN64 real local[4][CYLSTM_BLOCK];                              \
         for (ptrdiff_t j = 0; j < H; ++j) {                                      \
             const real bias_i = bias[j], bias_f = bias[H + j];                   \
             const real bias_g = bias[2 * H + j], bias_o = bias[3 * H + j];       \
@@ -238,16 +275,27 @@ CYLSTM_DEFINE_CELLS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d)
 /* The instruction set the clones above run with on this CPU. */
 static const char *cylstm_simd_path(void)
 {
-#if CYLSTM_DISPATCH
+#if CYLSTM_DISPATCH == 1
     __builtin_cpu_init();
     if (__builtin_cpu_supports("x86-64-v4"))
         return "avx512 (x86-64-v4)";
     if (__builtin_cpu_supports("x86-64-v3"))
         return "avx2+fma (x86-64-v3)";
     return "sse2 (x86-64 baseline)";
+#elif CYLSTM_DISPATCH == 2
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f"))
+        return "avx512f (clang clone)";
+    if (__builtin_cpu_supports("avx2"))
+        return "avx2 (clang clone)";
+    return "sse2 (x86-64 baseline)";
 #else
     return "portable C (no run-time dispatch)";
 #endif
 }
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#pragma pop_macro("restrict")
+#endif
 
 #endif /* CYLSTM_GATES_H */

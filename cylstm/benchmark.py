@@ -73,6 +73,7 @@ import time
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._validation import aligned_copy
 from ._version import __version__
 from .numpy_lstm import lstm_numpy
@@ -1595,7 +1596,8 @@ def plot_png(result, path):
         ax.set_xlabel("ratio (green: goal met, red: missed)")
         ax.legend(fontsize="small")
         ax.grid(axis="x", alpha=0.3)
-    figure.savefig(path, dpi=100)
+    with atomic_write(path, "wb") as f:
+        figure.savefig(f, format="png", dpi=100)
     return True
 
 
@@ -1607,6 +1609,11 @@ def main(argv=None):
     """Command-line entry: run the benchmark, print the tables; return the exit status: 1 when
     an output disagrees with cylstm's, cylstm fails, or a ratio regressed grossly against
     --check-baseline; else 0 (missed speed goals do not fail)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--dask" in argv:  # cylstm.dask's benchmark, a module of its own
+        from . import bench_dask
+
+        return bench_dask.main([arg for arg in argv if arg != "--dask"])
     names = list(CONFIGS) + list(EXTRA_CONFIGS)
     parser = argparse.ArgumentParser(
         prog="python -m cylstm.benchmark",
@@ -1666,17 +1673,17 @@ def main(argv=None):
             parser.error(str(exc))
     print(format_table(result))
     if args.json and not args.from_json:
-        with open(args.json, "w") as f:
+        with atomic_write(args.json, "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
     if args.markdown:
-        with open(args.markdown, "w") as f:
+        with atomic_write(args.markdown, "w") as f:
             f.write(format_markdown(result))
     if args.png and not plot_png(result, args.png):
         print(f"note: matplotlib is not installed: no chart written to {args.png}")
     if args.write_baseline:
         baseline = make_baseline(result, factor=args.baseline_factor or BASELINE_FACTOR)
-        with open(args.write_baseline, "w") as f:
+        with atomic_write(args.write_baseline, "w") as f:
             json.dump(baseline, f, indent=2)
             f.write("\n")
         print(f"baseline with {len(baseline['ratios'])} ratios written to {args.write_baseline}")

@@ -22,25 +22,22 @@ results equal one in-memory call of the model within rounding.
 import functools
 import os
 import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 
 try:
-    import dask
     import dask.array as da
     from dask.base import tokenize
+    from dask.blockwise import optimize_blockwise
+    from dask.core import flatten, istask
     from dask.highlevelgraph import HighLevelGraph
 except ImportError as exc:  # pragma: no cover - the tests need dask
     raise ImportError(
         'cylstm.dask needs dask with its array module: pip install "dask[array]" '
         '(and distributed for a cluster)') from exc
-
-try:  # to see through the aliases that blockwise fusion leaves; private, so optional
-    from dask._task_spec import Alias
-except ImportError:  # pragma: no cover
-    Alias = ()
 
 from .lstm import LSTM
 from ._validation import as_lengths
@@ -190,9 +187,13 @@ class _Graph:
     def __init__(self, model, x, h0, c0, lengths, token):
         self.model = model
         self.x, self.h0, self.c0, self.lengths = x, h0, c0, lengths
-        if not model.bidirectional:  # its blocks' tasks, made after blockwise fusion
-            (self.x,) = dask.optimize(x)
-            self.x_tasks = self.x.__dask_graph__().layers[self.x.name]
+        if not model.bidirectional:  # x's blocks are held back (see _layer_input)
+            # Elementwise steps fused into x's last layer first, as dask would.
+            graph = optimize_blockwise(x.__dask_graph__(), keys=list(flatten(x.__dask_keys__())))
+            self.x = da.Array(graph, x.name, x.chunks, meta=np.empty((0, 0, 0), x.dtype))
+            self.x_tasks = dict(graph)
+            self.x_dependents = Counter(dependency for task in self.x_tasks.values()
+                                        for dependency in getattr(task, "dependencies", ()))
         self.core = f"cylstm-lstm-{token}"
         self.token = token
         self.time_chunks, self.batch_chunks = x.chunks[:2]
@@ -230,8 +231,10 @@ class _Graph:
     def _layer_input(self, layer, k, j):
         """The key (or inline task) that gives layer `layer`'s input block (k, j)."""
         if layer == 0:
-            if self.model.bidirectional or k < INPUT_LEAD:
-                return (self.x.name, k, j, 0)
+            x_key = (self.x.name, k, j, 0)
+            task = None if self.model.bidirectional or k < INPUT_LEAD else self._x_task(x_key)
+            if task is None:
+                return x_key
             # x's block as a task of ours that waits for the last layer's block
             # INPUT_LEAD chunks back: x's own blocks have no dependencies, so a scheduler
             # with an idle thread would otherwise make all of them (and the first layers
@@ -240,18 +243,25 @@ class _Graph:
             # read, not changed. Bidirectional layers need the sequence's end first and
             # are not held back.
             gated = (self.core, "x", k, j)
-            self.tasks[gated] = (_after, self._x_task((self.x.name, k, j, 0)),
+            self.tasks[gated] = (_after, task,
                                  (self.core, self.model.num_layers - 1, 0, k - INPUT_LEAD, j))
             return gated
         return (_layer_output, [(self.core, layer - 1, d, k, j)
                                 for d in range(self.model.num_directions)])
 
     def _x_task(self, key):
-        """The task that makes x's block `key`, past the aliases that fusion leaves."""
-        task = self.x_tasks[key]
-        while isinstance(task, Alias) and task.target in self.x_tasks:
-            task = self.x_tasks[task.target]
-        return task
+        """The task that makes x's block `key`, with the source tasks that feed only it
+        (a random draw, a file read) inlined, so that holding it back holds them back;
+        None when the block is data already (in memory, a persisted future)."""
+        task = self.x_tasks.get(key)
+        if not istask(task):
+            return None
+        sources = {dependency: self.x_tasks[dependency]
+                   for dependency in getattr(task, "dependencies", ())
+                   if self.x_dependents[dependency] == 1
+                   and istask(self.x_tasks.get(dependency))
+                   and not getattr(self.x_tasks[dependency], "dependencies", True)}
+        return task.substitute(sources) if sources else task
 
     def _initial_state(self, index, j):
         if self.h0 is None:

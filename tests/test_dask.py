@@ -308,3 +308,23 @@ def test_score_example_on_the_cluster(client, capsys):
     assert result["max_difference"] <= 1e-5, result["max_difference"]
     assert np.all(np.isfinite(result["scores"]))
     assert "max |difference|" in printed
+
+
+def test_persisted_and_derived_inputs_on_worker_processes(client, rng):
+    # x held on the workers (its blocks are futures), and x computed from a random draw by
+    # elementwise steps (its blocks are tasks that forward holds back): both as in memory.
+    model = cylstm.LSTM(3, 5, num_layers=2, dtype=np.float64, seed=11)
+    x = random_input(rng, model, 30, 4)
+    persisted = client.persist(da.from_array(x, chunks=(7, 2, 3)))
+    out, (h_n, _) = cylstm_dask.forward(model, persisted)
+    got_out, got_h = client.compute([out, h_n], sync=True)
+    expected_out, (expected_h, _) = model(x)
+    np.testing.assert_allclose(got_out, expected_out, **tol(np.float64))
+    np.testing.assert_allclose(got_h, expected_h, **tol(np.float64))
+
+    derived = (da.random.default_rng(1).standard_normal((40, 4, 3), chunks=(6, 2, 3)) * 2 + 1)
+    out, (h_n, _) = cylstm_dask.forward(model, derived)
+    got_out, got_h = client.compute([out, h_n], sync=True)
+    expected_out, (expected_h, _) = model(derived.compute(scheduler="sync"))
+    np.testing.assert_allclose(got_out, expected_out, **tol(np.float64))
+    np.testing.assert_allclose(got_h, expected_h, **tol(np.float64))

@@ -2,12 +2,16 @@
 the configuration and bit-identical outputs; loading never unpickles; every bad file (missing
 excepted: FileNotFoundError) is a ValueError that names it."""
 
+import errno
 import io
 import itertools
 import json
 import os
 import pathlib
 import pickle
+import subprocess
+import sys
+import textwrap
 import zipfile
 
 import numpy as np
@@ -135,6 +139,152 @@ def test_save_refuses_what_is_not_a_model(tmp_path):
     with pytest.raises(TypeError, match="model"):
         cylstm.save(tmp_path / "x.npz", {"weight_ih_l0": np.zeros((20, 3))})
     assert not (tmp_path / "x.npz").exists()
+
+
+# --- a failed save leaves the previous file -------------------------------------------------
+
+
+def _previous_file(tmp_path):
+    """model.npz holding a saved model, and its bytes."""
+    _, path = _saved(tmp_path, num_layers=2, bidirectional=True)
+    return path, path.read_bytes()
+
+
+def _assert_untouched(tmp_path, path, before):
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [path.name]   # no temporary file left behind
+    cylstm.load(path)
+
+
+@pytest.mark.parametrize("change", ["shape", "ndim", "complex", "strings", "none"])
+def test_save_refuses_weights_that_load_would_refuse(tmp_path, change):
+    """A weight the model call would refuse is refused before anything is written."""
+    path, before = _previous_file(tmp_path)
+    model = cylstm.LSTM(D, H, seed=1)
+    model.weight_ih_l0 = {"shape": np.zeros((4 * H, D + 1), np.float32),
+                          "ndim": np.zeros(4 * H * D, np.float32),
+                          "complex": np.zeros((4 * H, D), np.complex64),
+                          "strings": np.full((4 * H, D), "x"),
+                          "none": None}[change]
+    error = ValueError if change in ("shape", "ndim", "none") else TypeError
+    with pytest.raises(error, match="cannot save the model: state_dict\\['weight_ih_l0'\\]"):
+        cylstm.save(path, model)
+    _assert_untouched(tmp_path, path, before)
+
+
+def test_save_writes_weights_in_the_model_dtype(tmp_path):
+    """A float64 array assigned to a float32 model is saved as the float32 the model uses."""
+    model = cylstm.LSTM(D, H, seed=1)
+    wide = np.random.default_rng(0).standard_normal((4 * H, H))
+    model.weight_hh_l0 = wide
+    path = tmp_path / "m.npz"
+    cylstm.save(path, model)
+    loaded = cylstm.load(path)
+    assert loaded.weight_hh_l0.dtype == np.float32
+    np.testing.assert_array_equal(loaded.weight_hh_l0, wide.astype(np.float32))
+    x = np.random.default_rng(1).standard_normal((4, 2, D))
+    assert_results_same(loaded(x), model(x))
+
+
+def test_failure_while_collecting_weights(tmp_path, monkeypatch):
+    path, before = _previous_file(tmp_path)
+
+    def broken(self):
+        raise RuntimeError("weights unavailable")
+
+    monkeypatch.setattr(cylstm.LSTM, "state_dict", broken)
+    with pytest.raises(RuntimeError, match="weights unavailable"):
+        cylstm.save(path, cylstm.LSTM(D, H, seed=1))
+    monkeypatch.undo()
+    _assert_untouched(tmp_path, path, before)
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     KeyboardInterrupt()], ids=["no-space", "interrupt"])
+def test_failure_in_the_middle_of_the_write(tmp_path, monkeypatch, failure):
+    """The third array is half written when the write fails: the previous file stays."""
+    path, before = _previous_file(tmp_path)
+    write_array = np.lib.format.write_array
+    seen = []
+
+    def failing(fid, array, *args, **kwargs):
+        if len(seen) == 2:
+            data = io.BytesIO()
+            write_array(data, array, *args, **kwargs)
+            fid.write(data.getvalue()[:len(data.getvalue()) // 2])
+            fid.flush()
+            seen.append({name: os.path.getsize(tmp_path / name) for name in os.listdir(tmp_path)})
+            raise failure
+        seen.append(None)
+        write_array(fid, array, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", failing)
+    with pytest.raises(type(failure)):
+        cylstm.save(path, cylstm.LSTM(D, H, 3, seed=1))
+    monkeypatch.undo()
+    # the failure came while a temporary file beside the target held part of the new model
+    partial = {name: size for name, size in seen[-1].items() if name != path.name}
+    assert len(partial) == 1 and next(iter(partial.values())) > 0, seen[-1]
+    _assert_untouched(tmp_path, path, before)
+
+
+def test_full_disk(tmp_path):
+    """A real write error from the kernel: the process may not write files beyond 4 KiB
+    (RLIMIT_FSIZE, as a full disk would stop it), in a child process."""
+    path, before = _previous_file(tmp_path)
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        import cylstm
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(
+            resource.RLIMIT_FSIZE)[1]))
+        try:
+            cylstm.save({str(path)!r}, cylstm.LSTM(8, 32, 2, seed=1))
+        except OSError as exc:
+            print("OSError", exc.errno)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.stdout.split() == ["OSError", str(errno.EFBIG)], result.stderr
+    _assert_untouched(tmp_path, path, before)
+
+
+def test_failed_save_of_a_new_file_leaves_nothing(tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np.lib.format, "write_array", failing)
+    with pytest.raises(KeyboardInterrupt):
+        cylstm.save(tmp_path / "new.npz", cylstm.LSTM(D, H, seed=1))
+    assert os.listdir(tmp_path) == []
+
+
+# --- other writers of the same arrays ------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["compressed", "big-endian", "fortran-order"])
+def test_other_npz_writers_load(tmp_path, variant):
+    """np.savez_compressed of the same arrays, or the arrays in big-endian or Fortran order
+    (as another machine or a hand-written file may hold them): the same model."""
+    model = cylstm.LSTM(D, H, 2, bidirectional=True, proj_size=2, seed=4, dtype=np.float64)
+    header = {"format": "cylstm.LSTM", "version": 1, "config": model.config()}
+    arrays = {name: {"compressed": value, "big-endian": value.astype(value.dtype.newbyteorder()),
+                     "fortran-order": np.asfortranarray(value)}[variant]
+              for name, value in model.state_dict().items()}
+    path = tmp_path / "m.npz"
+    writer = np.savez_compressed if variant == "compressed" else np.savez
+    writer(path, **{HEADER_KEY: np.frombuffer(json.dumps(header).encode(), np.uint8)}, **arrays)
+    loaded = cylstm.load(path)
+    assert loaded.config() == model.config()
+    for name, value in model.state_dict().items():
+        assert getattr(loaded, name).dtype == np.float64
+        np.testing.assert_array_equal(getattr(loaded, name), value)
+
+
+def test_what_cannot_be_opened_raises_what_open_raises(tmp_path):
+    """Not a damaged file but no file to read: the OSError of open(), naming the path."""
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        cylstm.load(tmp_path)
 
 
 # --- bad files ------------------------------------------------------------------------------
