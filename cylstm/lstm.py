@@ -7,7 +7,7 @@ translate to and from (config, state_dict) and are called from here.
 """
 import numpy as np
 
-from . import _parallel, _walk, keras_io, torch_io, training
+from . import _parallel, _walk, keras_io, onnx_io, torch_io, training
 from ._params import (
     CONFIG_KEYS,
     checked_parameter,
@@ -288,24 +288,22 @@ class LSTM:
     def from_onnx(cls, source, dtype=None):
         """From an ONNX model (path, bytes or ModelProto) with LSTM nodes; needs onnx.
 
-        See cylstm.onnx_io.lstm_from_onnx.
+        See cylstm.onnx_io.parts_from_onnx: what is read (never a file outside
+        the model's folder) and what is refused.
         """
-        from . import onnx_io
-
-        return onnx_io.lstm_from_onnx(source, dtype=dtype)
+        return cls._from_parts(*onnx_io.parts_from_onnx(source, dtype=dtype))
 
     def to_onnx(self, path=None, opset=None, *, sequence_lens=True, initial_state=False):
         """An ONNX model that onnxruntime runs with this model's results; needs onnx.
 
         Graph inputs X and (unless sequence_lens=False) sequence_lens (B,)
         int32, plus initial_h/initial_c with initial_state=True; outputs Y
-        shaped like this model's output, Y_h and Y_c like h_n and c_n. See
-        cylstm.onnx_io.lstm_to_onnx.
+        shaped like this model's output, Y_h and Y_c like h_n and c_n. Written
+        atomically to `path` if given. See cylstm.onnx_io.onnx_from_parts.
         """
-        from . import onnx_io
-
-        return onnx_io.lstm_to_onnx(self, path, opset=opset, sequence_lens=sequence_lens,
-                                    initial_state=initial_state)
+        return onnx_io.onnx_from_parts(self.config(), self.state_dict(), path, opset=opset,
+                                       sequence_lens=sequence_lens,
+                                       initial_state=initial_state, description=repr(self))
 
     @classmethod
     def from_keras(cls, layer, dtype=None):

@@ -9,17 +9,20 @@ reordered once, when a model is read or written.
 `run_onnx_semantics` needs nothing but NumPy.
 
 onnxruntime (1.32, CPU) runs its LSTM in float32 only and only with layout=0, so
-`lstm_to_onnx` always writes layout=0 nodes; a batch_first model gets Transposes around them.
+`onnx_from_parts` (LSTM.to_onnx) always writes layout=0 nodes; a batch_first model gets Transposes around them.
 """
 import os
 
 import numpy as np
 
+from types import SimpleNamespace
+
 from ._atomic import atomic_write
+from ._params import checked_state_dict, config_from_dict
 from ._onnx_tensors import open_regular_file, tensor_to_array
 from ._validation import check_dtype
 
-__all__ = ["lstm_from_onnx", "lstm_to_onnx", "run_onnx_semantics"]
+__all__ = ["onnx_from_parts", "parts_from_onnx", "run_onnx_semantics"]
 
 # Gate block k of one layout is block ORDER[k] of the other.
 _TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)  # i, f, g(=c), o  taken from  i, o, f, c
@@ -68,8 +71,8 @@ def _suffix(layer, direction):
 
 # -- reading -------------------------------------------------------------------------------
 
-def lstm_from_onnx(path_or_model, dtype=None):
-    """Build a cylstm.LSTM from the LSTM node(s) of an ONNX model.
+def parts_from_onnx(path_or_model, dtype=None):
+    """(config, state_dict) of the LSTM node(s) of an ONNX model, for LSTM.from_onnx.
 
     Parameters
     ----------
@@ -80,7 +83,7 @@ def lstm_from_onnx(path_or_model, dtype=None):
 
     One LSTM node gives a one-layer model; a chain of LSTM nodes, each reading the previous
     one's Y after the usual reshape (Transpose [0, 2, 1, 3] + Reshape [0, 0, -1] as written by
-    `lstm_to_onnx`, or Squeeze of the direction axis for a forward LSTM), gives a stacked one.
+    `LSTM.to_onnx`, or Squeeze of the direction axis for a forward LSTM), gives a stacked one.
     A Transpose [1, 0, 2] in front of the first node, or layout=1, makes it batch_first.
     Nodes that are not LSTMs are ignored: the result is the LSTM part of the graph. The
     weights must be constants (initializers or Constant nodes). B may be absent (zero biases;
@@ -101,9 +104,7 @@ def lstm_from_onnx(path_or_model, dtype=None):
     bytes that the tensor's shape calls for; a model given as bytes or a ModelProto with
     external data is refused, never read from the current directory.
     """
-    from .lstm import LSTM  # here, so that lstm.py may import this module at its top
-
-    onnx = _import_onnx("lstm_from_onnx")
+    onnx = _import_onnx("from_onnx")
     if dtype is not None:
         dtype = check_dtype(dtype)
     proto, label, folder = _model_proto(onnx, path_or_model)
@@ -111,7 +112,8 @@ def lstm_from_onnx(path_or_model, dtype=None):
         config, state = _model_parts(_Graph(proto.graph, folder))
         if dtype is not None:
             config["dtype"] = dtype.name
-        return LSTM._from_parts(config, state)
+        # Checked here, so that an error names the model it came from.
+        return config, checked_state_dict(config_from_dict(config), state)
     except NotImplementedError as exc:
         raise NotImplementedError(f"{label}: {exc}") from exc
     except ValueError as exc:
@@ -435,7 +437,7 @@ def _lstm_chain(graph):
         raise ValueError(
             f"the graph has {len(nodes)} LSTM nodes that are not one chain of stacked layers "
             f"({len(bottoms)} of them read no other LSTM's output through the Transpose + "
-            "Reshape (or Squeeze) that lstm_to_onnx writes); cylstm cannot map it")
+            "Reshape (or Squeeze) that LSTM.to_onnx writes); cylstm cannot map it")
     order = [bottoms[0]]
     while order[-1] in above:
         order.append(above[order[-1]])
@@ -544,8 +546,10 @@ def _check_layers_agree(layers):
 
 # -- writing -------------------------------------------------------------------------------
 
-def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_state=False):
-    """An onnx.ModelProto that computes `model` (and saved to `path` if given).
+def onnx_from_parts(config, state_dict, path=None, opset=None, *, sequence_lens=True,
+                    initial_state=False, description="cylstm.LSTM"):
+    """An onnx.ModelProto that computes the model of `config` and `state_dict` (and
+    saved to `path` if given); `description` becomes the graph's doc string.
 
     One ONNX LSTM node per layer (layout=0, which is what onnxruntime runs), with W, R and
     B (B only if model.bias) reordered to ONNX's gate order i, o, f, c.
@@ -575,16 +579,14 @@ def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_st
     limit raises ValueError (ONNX would need external data files; cylstm does not write
     them, as a pair of files cannot be replaced atomically).
     """
-    from .lstm import LSTM
-
-    onnx = _import_onnx("lstm_to_onnx")
-    if not isinstance(model, LSTM):
-        raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
-    _check_exportable(model)
+    onnx = _import_onnx("to_onnx")
+    config = config_from_dict(config)
+    _check_exportable(config)
     opset = _check_opset(onnx, opset)
-    # Export a validated copy: the user's attributes may have been given any array.
-    model = LSTM._from_parts(model.config(), model.state_dict())
-    graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state))
+    # The model's parameters and configuration as attributes, checked.
+    model = SimpleNamespace(**config._asdict(), num_directions=config.num_directions,
+                            **checked_state_dict(config, state_dict))
+    graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state), description)
     opset_imports = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=opset_imports,
                                    producer_name="cylstm", producer_version=_version())
@@ -648,7 +650,7 @@ def _onnx_layer_weights(model, layer):
     return W, R, (np.stack(B).astype(model.dtype) if B else None)
 
 
-def _build_graph(onnx, model, with_sequence_lens, with_initial_state):
+def _build_graph(onnx, model, with_sequence_lens, with_initial_state, description):
     """The GraphProto: [Transpose] -> (LSTM -> Transpose -> Reshape) per layer -> [Transpose]."""
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     H, dirs, L = model.hidden_size, model.num_directions, model.num_layers
@@ -696,7 +698,7 @@ def _build_graph(onnx, model, with_sequence_lens, with_initial_state):
     inputs, outputs = _graph_inputs_and_outputs(onnx, model, with_sequence_lens,
                                                 with_initial_state)
     return helper.make_graph(nodes, "cylstm_lstm", inputs, outputs, initializers,
-                             doc_string=f"cylstm {model!r}")
+                             doc_string=description)
 
 
 def _graph_inputs_and_outputs(onnx, model, with_sequence_lens, with_initial_state):
