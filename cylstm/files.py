@@ -117,7 +117,7 @@ def _expected_weights(config, members):
     spec = LSTM.__new__(LSTM)
     spec._configure(**config)  # the checks of LSTM(), and no weights
     count = spec.num_layers * spec.num_directions * (2 + 2 * spec.bias + bool(spec.proj_size))
-    if count != len(members) and count > 4096:
+    if count != len(members) and count > 4096:  # else the names say what is wrong
         raise ValueError(f"its configuration needs {count} weights; it holds {len(members)}")
     shapes = spec._parameter_shapes()
     missing = [name for name in shapes if name + ".npy" not in members]

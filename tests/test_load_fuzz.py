@@ -1,8 +1,8 @@
 """cylstm.load on hostile files: mutated valid files (bit flips, truncations) and crafted ones
 (headers claiming huge models, decompression bombs, lying sizes, foreign compression). Each
-either loads the original model unchanged or raises a ValueError naming the file, within a
-second, without allocating what the file claims (tracemalloc peak, and an address-space limit
-1 GiB above the process's size as a backstop)."""
+either loads the original model unchanged or raises a ValueError naming the file, within
+SECONDS, without allocating what the file claims (a tracemalloc peak under 64 MiB, and an
+address-space limit 1 GiB above the process's size as a backstop)."""
 
 import contextlib
 import functools
@@ -203,8 +203,8 @@ CRAFTED = {
     # JSON headers
     "deeply nested JSON": lambda: _zip(_members(b"[" * 2000 + b"]" * 2000)),
     "10 MB JSON": lambda: _zip(_members(_header() + b" " * 10**7)),
-    "huge int in JSON": lambda: _zip(_members(_header().replace(b'"hidden_size": 5',
-                                                                b'"hidden_size": ' + b"9" * 4000))),
+    "huge int in JSON": lambda: _zip(_members(
+        _header().replace(b'"hidden_size": 5', b'"hidden_size": ' + b"9" * 4000))),
     "version -7": lambda: _zip(_members(_header(header={"version": -7}))),
     "version 0": lambda: _zip(_members(_header(header={"version": 0}))),
     "version true": lambda: _zip(_members(_header(header={"version": True}))),
