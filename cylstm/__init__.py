@@ -16,8 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
     ) from exc
 
 from . import optim
-from .files import load, save
-from .lstm import LSTM, lstm
+from .lstm import LSTM, load, lstm, save
 from .stream import LSTMStream
 
 __all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "save", "__version__"]

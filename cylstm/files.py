@@ -1,12 +1,13 @@
-"""Saving and loading models as safe files: an .npz of plain arrays and a JSON header.
+"""The .npz model file: plain arrays and a JSON header, to and from (config, state_dict).
 
-`save` checks the model as `load` will, then writes through a temporary file,
-so a failure leaves any earlier file untouched. `load` treats the file as
-hostile: it never unpickles, and it compares the zip directory and each
-member's .npy header with what the JSON header's configuration implies before
-it reads (or decompresses) any data, so a small file cannot make it allocate
-more than the model it describes. Every problem with the contents of a file is
-a ValueError that names it.
+`cylstm.save` and `cylstm.load` call `save_parts` and `load_parts`.
+`save_parts` checks the weights as `load_parts` will, then writes through a
+temporary file, so a failure leaves any earlier file untouched. `load_parts`
+treats the file as hostile: it never unpickles, and it compares the zip
+directory and each member's .npy header with what the JSON header's
+configuration implies before it reads (or decompresses) any data, so a small
+file cannot make it allocate more than the model it describes. Every problem
+with the contents of a file is a ValueError that names it.
 """
 import json
 import math
@@ -16,7 +17,13 @@ import zipfile
 import numpy as np
 
 from ._atomic import atomic_write
-from .lstm import CONFIG_KEYS, LSTM
+from ._params import (
+    NAMES_LISTED_UP_TO,
+    checked_state_dict,
+    config_from_dict,
+    parameter_count,
+    parameter_shapes,
+)
 
 FORMAT = "cylstm.LSTM"
 FORMAT_VERSION = 1
@@ -25,30 +32,28 @@ MAX_HEADER_BYTES = 4096  # the JSON text; save writes about 250 bytes
 MAX_NPY_HEADER = 1024    # an .npy header of a 1-D or 2-D array is 128 bytes
 
 
-def save(path, model):
-    """Write `model` to `path` (exactly that name; no extension is added).
+def save_parts(path, config, state_dict):
+    """Write the model of `config` and `state_dict` to `path` (exactly that name).
 
-    The weights are checked as `load` checks them (shape, dtype) before
-    anything is written; the file is replaced atomically, so on any error,
-    KeyboardInterrupt included, an earlier file at `path` is left as it was.
+    The weights are checked as `load_parts` checks them (names, shapes, dtype)
+    before anything is written; the file is replaced atomically, so on any
+    error, KeyboardInterrupt included, an earlier file at `path` is left as it
+    was.
     """
-    if not isinstance(model, LSTM):
-        raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
     try:
-        weights = model.state_dict()
-        checked = LSTM._from_parts(model.config(), weights)
+        config = config_from_dict(config)
+        checked = checked_state_dict(config, state_dict)
     except (TypeError, ValueError) as exc:
         kind = ValueError if isinstance(exc, ValueError) else TypeError
         raise kind(f"cannot save the model: {exc}") from exc
-    header = {"format": FORMAT, "version": FORMAT_VERSION, "config": checked.config()}
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "config": config.as_dict()}
     header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     with atomic_write(path, "wb") as file:
-        np.savez(file, **{HEADER_KEY: header_bytes},
-                 **{name: getattr(checked, name) for name in weights})
+        np.savez(file, **{HEADER_KEY: header_bytes}, **checked)
 
 
-def load(path):
-    """Read a model written by `save`; bit-identical weights, the same configuration.
+def load_parts(path):
+    """(config, state_dict) of a model written by `save_parts`, both checked.
 
     A missing or unreadable file raises what open() raises (FileNotFoundError,
     PermissionError, ...); a file whose contents are damaged, foreign or of a
@@ -58,7 +63,7 @@ def load(path):
     with open(path, "rb") as file:
         try:
             config, weights = _read(file)
-            return LSTM._from_parts(config, weights)
+            return config, checked_state_dict(config_from_dict(config), weights)
         # A crafted zip can make zipfile, zlib, struct, json or numpy's header
         # parser raise almost anything (NotImplementedError, RecursionError,
         # zlib.error, ...); each one means that this file cannot be a model.
@@ -110,16 +115,11 @@ def _expected_weights(config, members):
     """({name: shape}, dtype) of the weights `config` implies, checked against the
     file's other `members` (one `name.npy` each); the counts are compared first,
     so a configuration claiming a billion layers builds no billion names."""
-    unknown = sorted(key for key in config if key not in CONFIG_KEYS)
-    if unknown or "input_size" not in config or "hidden_size" not in config:
-        raise ValueError(f"its configuration has the keys {sorted(config)}; expected "
-                         f"input_size, hidden_size and some of {CONFIG_KEYS}")
-    spec = LSTM.__new__(LSTM)
-    spec._configure(**config)  # the checks of LSTM(), and no weights
-    count = spec.num_layers * spec.num_directions * (2 + 2 * spec.bias + bool(spec.proj_size))
-    if count != len(members) and count > 4096:  # else the names say what is wrong
+    spec = config_from_dict(config)  # the checks of LSTM(), and no weights
+    count = parameter_count(spec)
+    if count != len(members) and count > NAMES_LISTED_UP_TO:  # else the names say what is wrong
         raise ValueError(f"its configuration needs {count} weights; it holds {len(members)}")
-    shapes = spec._parameter_shapes()
+    shapes = parameter_shapes(spec)
     missing = [name for name in shapes if name + ".npy" not in members]
     unknown = sorted(set(members) - {name + ".npy" for name in shapes})
     if missing or unknown:

@@ -7,7 +7,7 @@ translate to and from (config, state_dict) and are called from here.
 """
 import numpy as np
 
-from . import _parallel, _walk, keras_io, onnx_io, torch_io, training
+from . import _parallel, _walk, files, keras_io, onnx_io, torch_io, training
 from ._params import (
     CONFIG_KEYS,
     checked_parameter,
@@ -343,6 +343,27 @@ class LSTM:
                           if config[key] != default)
         return (f"LSTM({self.input_size}, {self.hidden_size}{options}, "
                 f"dtype={self.dtype.name})")
+
+
+def save(path, model):
+    """Write `model` to `path` (exactly that name; no extension is added).
+
+    An .npz of plain arrays and a small JSON header (see cylstm.files). The
+    weights are checked first, and the file is replaced atomically: on any
+    error, KeyboardInterrupt included, an earlier file at `path` stays as it was.
+    """
+    if not isinstance(model, LSTM):
+        raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
+    files.save_parts(path, model.config(), model.state_dict())
+
+
+def load(path):
+    """Read a model written by `save`: bit-identical weights, the same configuration.
+
+    Never unpickles. A missing or unreadable path raises what open() raises; a
+    damaged, foreign or newer file raises a ValueError that names it.
+    """
+    return LSTM._from_parts(*files.load_parts(path))
 
 
 def _c_order(array):
