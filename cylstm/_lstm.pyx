@@ -128,13 +128,13 @@ def forward_layer(const floating[:, :, :] x,
                   floating[:, ::1] h,
                   floating[:, ::1] c,
                   floating[:, :, :] out,
-                  bint gate_math=True,
                   *,
                   const floating[:, ::1] w_hr=None,
                   lengths=None,
                   bint reverse=False,
                   floating[:, :, ::1] keep_act=None,
-                  floating[:, :, ::1] keep_c=None):
+                  floating[:, :, ::1] keep_c=None,
+                  bint _gate_math=True):
     """One LSTM layer, one direction, over a whole batch of sequences.
 
     x (T, B, D): any outer strides, contiguous rows. w_ih (4H, D), w_hh
@@ -145,7 +145,7 @@ def forward_layer(const floating[:, :, :] x,
 
     lengths (B,) ints in [0, T]: row b runs steps 0 .. lengths[b] - 1 and its
     final state is the one after its last valid step. reverse: each row runs
-    backwards from its last valid step. With gate_math=False only the BLAS
+    backwards from its last valid step. With _gate_math=False only the BLAS
     calls run (the speed floor).
 
     keep_act (T, B, 4H) and keep_c (T, B, H), given together, receive the gate
@@ -303,7 +303,7 @@ def forward_layer(const floating[:, :, :] x,
                     # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
                     gemm_nn(<int> G, <int> active, <int> P, 1, w_hh_ptr, <int> P, h_cols,
                             <int> B, 1, gates_step, <int> ld)
-                    if gate_math:
+                    if _gate_math:
                         cell_columns(H, active, gates_step, ld, &bias[0], c_cols,
                                      h_cell if projected else h_cols, act_cols, B)
                         if keep:
@@ -320,7 +320,7 @@ def forward_layer(const floating[:, :, :] x,
                         # h[:active].T = w_hr @ h_cell[:active].T
                         gemm_nn(<int> P, <int> active, <int> H, 1, &w_hr[0, 0], <int> H,
                                 h_cell, <int> B, 0, h_cols, <int> B)
-                    if gate_math:
+                    if _gate_math:
                         # out[t] = h
                         for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
                             p0 = block * ROW_BLOCK
@@ -336,7 +336,7 @@ def forward_layer(const floating[:, :, :] x,
                     else:
                         matmul_nt(<int> active, <int> G, <int> P, &h_sorted[0, 0],
                                   w_hh_ptr, 1, &gates[s * rows, 0])
-                    if gate_math:
+                    if _gate_math:
                         # c, h = cell(gates + bias, c)
                         for p in range(active):
                             h_new = h_cell + p * H if projected else &h_sorted[p, 0]
@@ -353,7 +353,7 @@ def forward_layer(const floating[:, :, :] x,
                         # h[:active] = h_cell[:active] @ w_hr.T
                         matmul_nt(<int> active, <int> P, <int> H, h_cell, &w_hr[0, 0], 0,
                                   &h_sorted[0, 0])
-                    if gate_math:
+                    if _gate_math:
                         # out[t] = h
                         for p in range(active):
                             t = _time(step, p, length, T, reverse)

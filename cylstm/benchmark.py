@@ -13,7 +13,7 @@ The main table (``CONFIGS`` a to e) times one forward pass of one LSTM layer, fl
 ``kernel``
     ``cylstm._lstm.forward_layer`` with preallocated buffers: the compiled kernel alone.
 ``floor``
-    The same kernel call with ``gate_math=False``: exactly the same BLAS calls (one input
+    The same kernel call with ``_gate_math=False``: exactly the same BLAS calls (one input
     projection gemm per time chunk, one recurrent gemm or gemv per step) and nothing else.
     No LSTM with these BLAS calls can be faster, so cylstm/floor is what the gate math and the
     Python layer cost (another plan of BLAS calls, or another BLAS, has another floor). Its
@@ -357,7 +357,7 @@ def _build_kernel(case, threads, gate_math=True):
     def call():
         h.fill(0)
         c.fill(0)
-        forward_layer(x, w_ih, w_hh, bias, h, c, out, gate_math=gate_math)
+        forward_layer(x, w_ih, w_hh, bias, h, c, out, _gate_math=gate_math)
         return out
 
     return call
