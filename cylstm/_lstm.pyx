@@ -259,13 +259,19 @@ def forward_layer(const floating[:, :, :] x,
             act_cols_view = np.empty((G, B), dtype=dtype)
             act_cols = &act_cols_view[0, 0]
 
+    # Where each batch row's steps go: out, and the kept activations and cells.
+    cdef Strided out_arr = Strided(<char *> &out[0, 0, 0], out.strides[0], out.strides[1])
+    cdef Strided act_arr = Strided(NULL, 0, 0)
+    cdef Strided c_arr = Strided(NULL, 0, 0)
+    if keep:
+        act_arr = Strided(<char *> &keep_act[0, 0, 0], keep_act.strides[0],
+                          keep_act.strides[1])
+        c_arr = Strided(<char *> &keep_c[0, 0, 0], keep_c.strides[0], keep_c.strides[1])
+    cdef const floating *w_hr_ptr = &w_hr[0, 0] if projected else NULL
+    cdef Walk walk = Walk(order, length, T, reverse)
+
     cdef Py_ssize_t n_chunks = (longest + chunk - 1) // chunk
-    cdef Py_ssize_t k, first, steps, rows, active, s, step, p, t, row, ld, block, p0, count
-    cdef floating *act_rows[ROW_BLOCK]
-    cdef floating *c_rows[ROW_BLOCK]
-    cdef floating *out_rows[ROW_BLOCK]
-    cdef floating *h_new
-    cdef floating *gates_step
+    cdef Py_ssize_t k, first, steps, rows, s, step, p, t, row, ld
     cdef const floating *x_rows
     with nogil:
         rows = B  # rows still running at the current step
@@ -281,7 +287,7 @@ def forward_layer(const floating[:, :, :] x,
                     step = first + s
                     for p in range(rows):
                         if length == NULL or length[p] > step:
-                            t = _time(step, p, length, T, reverse)
+                            t = _time(&walk, step, p)
                             row = order[p] if order != NULL else p
                             memcpy(x_chunk + (s * rows + p) * D, &x[t, row, 0], D * itemsize)
                 x_rows = x_chunk
@@ -293,72 +299,14 @@ def forward_layer(const floating[:, :, :] x,
             else:
                 matmul_nt(<int> ld, <int> G, <int> D, x_rows, &w_ih[0, 0], 0, gates_base)
 
-            active = rows
-            for s in range(steps):
-                step = first + s
-                while length != NULL and length[active - 1] <= step:
-                    active -= 1
-                if columns:
-                    gates_step = gates_base + s * rows
-                    # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
-                    gemm_nn(<int> G, <int> active, <int> P, 1, w_hh_ptr, <int> P, h_cols,
-                            <int> B, 1, gates_step, <int> ld)
-                    if _gate_math:
-                        cell_columns(H, active, gates_step, ld, &bias[0], c_cols,
-                                     h_cell if projected else h_cols, act_cols, B)
-                        if keep:
-                            for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                                p0 = block * ROW_BLOCK
-                                count = min(ROW_BLOCK, active - p0)
-                                _row_pointers(&keep_act[0, 0, 0], keep_act.strides, step, p0,
-                                              count, length, order, T, reverse, act_rows)
-                                _row_pointers(&keep_c[0, 0, 0], keep_c.strides, step, p0,
-                                              count, length, order, T, reverse, c_rows)
-                                _columns_to_rows(G, act_cols + p0, B, act_rows, count)
-                                _columns_to_rows(H, c_cols + p0, B, c_rows, count)
-                    if projected:
-                        # h[:active].T = w_hr @ h_cell[:active].T
-                        gemm_nn(<int> P, <int> active, <int> H, 1, &w_hr[0, 0], <int> H,
-                                h_cell, <int> B, 0, h_cols, <int> B)
-                    if _gate_math:
-                        # out[t] = h
-                        for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                            p0 = block * ROW_BLOCK
-                            count = min(ROW_BLOCK, active - p0)
-                            _row_pointers(&out[0, 0, 0], out.strides, step, p0, count, length,
-                                          order, T, reverse, out_rows)
-                            _columns_to_rows(P, h_cols + p0, B, out_rows, count)
-                else:  # the row layout
-                    # gates[s, :active] += h[:active] @ w_hh.T
-                    if transposed:
-                        gemv_t(<int> P, <int> G, 1, w_hh_ptr, <int> G, &h_sorted[0, 0], 1,
-                               &gates[s * rows, 0])
-                    else:
-                        matmul_nt(<int> active, <int> G, <int> P, &h_sorted[0, 0],
-                                  w_hh_ptr, 1, &gates[s * rows, 0])
-                    if _gate_math:
-                        # c, h = cell(gates + bias, c)
-                        for p in range(active):
-                            h_new = h_cell + p * H if projected else &h_sorted[p, 0]
-                            if keep:
-                                t = _time(step, p, length, T, reverse)
-                                row = order[p] if order != NULL else p
-                                cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
-                                     h_new, &keep_act[t, row, 0])
-                                memcpy(&keep_c[t, row, 0], &c_sorted[p, 0], H * itemsize)
-                            else:
-                                cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
-                                     h_new, NULL)
-                    if projected:
-                        # h[:active] = h_cell[:active] @ w_hr.T
-                        matmul_nt(<int> active, <int> P, <int> H, h_cell, &w_hr[0, 0], 0,
-                                  &h_sorted[0, 0])
-                    if _gate_math:
-                        # out[t] = h
-                        for p in range(active):
-                            t = _time(step, p, length, T, reverse)
-                            row = order[p] if order != NULL else p
-                            memcpy(&out[t, row, 0], &h_sorted[p, 0], P * itemsize)
+            if columns:
+                _steps_columns(&walk, first, steps, rows, H, P, B, w_hh_ptr, w_hr_ptr,
+                               &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
+                               out_arr, act_arr, c_arr, _gate_math)
+            else:
+                _steps_rows(&walk, first, steps, rows, H, P, transposed, w_hh_ptr, w_hr_ptr,
+                            &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
+                            out_arr, act_arr, c_arr, _gate_math)
 
     if columns:
         np.asarray(h_sorted)[...] = h_cols_view.T
@@ -368,23 +316,121 @@ def forward_layer(const floating[:, :, :] x,
         np.asarray(c)[order_view] = c_sorted
 
 
-cdef inline void _columns_to_rows(Py_ssize_t n, const floating *columns, Py_ssize_t stride,
-                                  floating **rows, Py_ssize_t count) noexcept nogil:
-    """rows[q][j] = columns[j * stride + q] for j < n, q < count: `count` batch rows out of
-    the column layout. A block of rows at once reads each cache line of columns once."""
-    cdef Py_ssize_t j, q
-    for j in range(n):
-        for q in range(count):
-            rows[q][j] = columns[j * stride + q]
+cdef struct Walk:
+    # Which batch row runs at processing position p, and which time it reads.
+    const Py_ssize_t *order  # the batch row at position p; NULL: p itself
+    const Py_ssize_t *length  # row p's valid steps, longest first; NULL: all T
+    Py_ssize_t T
+    bint reverse  # each row runs backwards from its last valid step
 
 
-cdef inline void _rows_to_columns(Py_ssize_t n, floating **rows, Py_ssize_t count,
-                                  floating *columns, Py_ssize_t stride) noexcept nogil:
-    """columns[j * stride + q] = rows[q][j]: the inverse of _columns_to_rows."""
-    cdef Py_ssize_t j, q
-    for j in range(n):
+cdef struct Strided:
+    # A (T, B, n) array of floats with contiguous rows (base NULL: none).
+    char *base
+    Py_ssize_t stride_t, stride_b  # byte strides of its time and batch axes
+
+
+cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
+                         Py_ssize_t rows, Py_ssize_t H, Py_ssize_t P, Py_ssize_t B,
+                         const floating *w_hh, const floating *w_hr, const floating *bias,
+                         floating *gates, floating *h_cols, floating *c_cols,
+                         floating *h_cell, floating *act_cols, Strided out, Strided act,
+                         Strided cells, bint gate_math) noexcept nogil:
+    """Steps first .. first + steps - 1 in the column layout: gates (4H, steps * rows),
+    state h_cols (P, B) and c_cols (H, B), a batch row per column. The batch is
+    BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest."""
+    cdef Py_ssize_t G = 4 * H, ld = steps * rows, active = rows, s, step
+    cdef floating *gates_step
+    for s in range(steps):
+        step = first + s
+        while walk.length != NULL and walk.length[active - 1] <= step:
+            active -= 1
+        gates_step = gates + s * rows
+        # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
+        gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_cols, <int> B, 1,
+                gates_step, <int> ld)
+        if gate_math:
+            cell_columns(H, active, gates_step, ld, bias, c_cols,
+                         h_cell if w_hr != NULL else h_cols, act_cols, B)
+            if act.base != NULL:  # keep_act[t] = act, keep_c[t] = c
+                _columns_out(G, act_cols, B, act, walk, step, active)
+                _columns_out(H, c_cols, B, cells, walk, step, active)
+        if w_hr != NULL:
+            # h[:active].T = w_hr @ h_cell[:active].T
+            gemm_nn(<int> P, <int> active, <int> H, 1, w_hr, <int> H, h_cell, <int> B, 0,
+                    h_cols, <int> B)
+        if gate_math:  # out[t] = h
+            _columns_out(P, h_cols, B, out, walk, step, active)
+
+
+cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_ssize_t rows,
+                      Py_ssize_t H, Py_ssize_t P, bint transposed, const floating *w_hh,
+                      const floating *w_hr, const floating *bias, floating *gates,
+                      floating *h, floating *c, floating *h_cell, Strided out, Strided act,
+                      Strided cells, bint gate_math) noexcept nogil:
+    """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
+    state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed` (a single
+    row, where gemv('N') on the transpose ran faster)."""
+    cdef Py_ssize_t G = 4 * H, active = rows, s, step, p
+    cdef floating *gates_step
+    cdef floating *h_new
+    for s in range(steps):
+        step = first + s
+        while walk.length != NULL and walk.length[active - 1] <= step:
+            active -= 1
+        gates_step = gates + s * rows * G
+        # gates[s, :active] += h[:active] @ w_hh.T
+        if transposed:
+            gemv_t(<int> P, <int> G, 1, w_hh, <int> G, h, 1, gates_step)
+        else:
+            matmul_nt(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step)
+        if gate_math:  # c, h = cell(gates + bias, c)
+            for p in range(active):
+                h_new = h_cell + p * H if w_hr != NULL else h + p * P
+                if act.base != NULL:
+                    cell(H, gates_step + p * G, bias, c + p * H, h_new,
+                         <floating *> _row(act, walk, step, p))
+                    memcpy(_row(cells, walk, step, p), c + p * H, H * sizeof(floating))
+                else:
+                    cell(H, gates_step + p * G, bias, c + p * H, h_new, <floating *> NULL)
+        if w_hr != NULL:
+            # h[:active] = h_cell[:active] @ w_hr.T
+            matmul_nt(<int> active, <int> P, <int> H, h_cell, w_hr, 0, h)
+        if gate_math:  # out[t] = h
+            for p in range(active):
+                memcpy(_row(out, walk, step, p), h + p * P, P * sizeof(floating))
+
+
+cdef inline void _columns_out(Py_ssize_t n, const floating *columns, Py_ssize_t ld,
+                              Strided target, const Walk *walk, Py_ssize_t step,
+                              Py_ssize_t active) noexcept nogil:
+    """target[t(p), order[p], :n] = columns[:n, p] for the first `active` rows at `step`.
+    ROW_BLOCK rows at a time, so that each cache line of columns is read once."""
+    cdef floating *rows[ROW_BLOCK]
+    cdef Py_ssize_t block, p0, q, j, count
+    for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
+        p0 = block * ROW_BLOCK
+        count = min(ROW_BLOCK, active - p0)
         for q in range(count):
-            columns[j * stride + q] = rows[q][j]
+            rows[q] = <floating *> _row(target, walk, step, p0 + q)
+        for j in range(n):
+            for q in range(count):
+                rows[q][j] = columns[j * ld + p0 + q]
+
+
+cdef inline void _rows_in(Py_ssize_t n, Strided source, const Walk *walk, Py_ssize_t step,
+                          Py_ssize_t active, floating *columns, Py_ssize_t ld) noexcept nogil:
+    """columns[:n, p] = source[t(p), order[p], :n]: the inverse of _columns_out."""
+    cdef floating *rows[ROW_BLOCK]
+    cdef Py_ssize_t block, p0, q, j, count
+    for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
+        p0 = block * ROW_BLOCK
+        count = min(ROW_BLOCK, active - p0)
+        for q in range(count):
+            rows[q] = <floating *> _row(source, walk, step, p0 + q)
+        for j in range(n):
+            for q in range(count):
+                columns[j * ld + p0 + q] = rows[q][j]
 
 
 cdef bint _item_strides(const Py_ssize_t *strides, const Py_ssize_t *shape, int ndim,
@@ -399,26 +445,18 @@ cdef bint _item_strides(const Py_ssize_t *strides, const Py_ssize_t *shape, int 
     return True
 
 
-cdef inline void _row_pointers(floating *base, const Py_ssize_t *strides, Py_ssize_t step,
-                               Py_ssize_t p0, Py_ssize_t count, const Py_ssize_t *length,
-                               const Py_ssize_t *order, Py_ssize_t T, bint reverse,
-                               floating **rows) noexcept nogil:
-    """rows[q] = &a[t, row, 0] for rows p0 .. p0 + count - 1 (processing order) at `step`,
-    where a (T, B, ...) starts at base and has byte strides `strides`."""
-    cdef Py_ssize_t q, p
-    for q in range(count):
-        p = p0 + q
-        rows[q] = <floating *> (<char *> base + _time(step, p, length, T, reverse) * strides[0]
-                                + (order[p] if order != NULL else p) * strides[1])
+cdef inline void *_row(Strided array, const Walk *walk, Py_ssize_t step,
+                       Py_ssize_t p) noexcept nogil:
+    """&array[t, row, 0] for the row at processing position p at `step`."""
+    return (array.base + _time(walk, step, p) * array.stride_t
+            + (walk.order[p] if walk.order != NULL else p) * array.stride_b)
 
 
-cdef inline Py_ssize_t _time(Py_ssize_t step, Py_ssize_t p, const Py_ssize_t *length,
-                             Py_ssize_t T, bint reverse) noexcept nogil:
+cdef inline Py_ssize_t _time(const Walk *walk, Py_ssize_t step, Py_ssize_t p) noexcept nogil:
     """The time index that row p (in processing order) reads at `step`."""
-    if not reverse:
+    if not walk.reverse:
         return step
-    return (length[p] if length != NULL else T) - 1 - step
-
+    return (walk.length[p] if walk.length != NULL else walk.T) - 1 - step
 
 
 cdef tuple _sorted_rows(lengths, Py_ssize_t B, Py_ssize_t T):
@@ -488,6 +526,10 @@ def backward_layer(const floating[:, :, ::1] x,
     if ((P > 1 and (out.strides[2] != itemsize or grad_out.strides[2] != itemsize))
             or (T > 1 and out.strides[0] != B * out.strides[1])):
         raise ValueError("out must have contiguous rows at one stride; grad_out contiguous rows")
+    if not (_item_strides(out.strides, out.shape, 3, itemsize)
+            and _item_strides(grad_out.strides, grad_out.shape, 3, itemsize)):
+        raise ValueError("out and grad_out must have strides that are non-negative multiples "
+                         "of the item size")
     np.asarray(grad_w_ih)[...] = 0
     np.asarray(grad_w_hh)[...] = 0
     np.asarray(grad_bias)[...] = 0
@@ -540,9 +582,13 @@ def backward_layer(const floating[:, :, ::1] x,
         dm_view = np.empty((B, H), dtype=dtype)
         m, dm = &m_view[0, 0], &dm_view[0, 0]
 
-    cdef Py_ssize_t active = 0, step, p, j, t, row, block, p0, q, count
-    cdef floating *gate_rows[ROW_BLOCK]
-    cdef floating *dh_rows[ROW_BLOCK]
+    cdef Walk walk = Walk(order, length, T, reverse)
+    cdef Strided act_arr = Strided(<char *> &act[0, 0, 0], act.strides[0], act.strides[1])
+    # dh as a Strided of one step: its rows are already in processing order.
+    cdef Strided dh_arr = Strided(<char *> &dh[0, 0], 0, P * itemsize)
+    cdef Walk in_order = Walk(NULL, NULL, 1, False)
+
+    cdef Py_ssize_t active = 0, step, p, j, t, row
     cdef const floating *c_prev
     with nogil:
         for step in range(longest - 1, -1, -1):
@@ -550,14 +596,14 @@ def backward_layer(const floating[:, :, ::1] x,
                 active += 1
             # dh += grad_out at this step
             for p in range(active):
-                t = _time(step, p, length, T, reverse)
+                t = _time(&walk, step, p)
                 row = order[p] if order != NULL else p
                 for j in range(P):
                     dh[p, j] += grad_out[t, row, j]
             if projected:
                 # m = o * tanh(c); grad_w_hr += dh.T @ m; dm = dh @ w_hr
                 for p in range(active):
-                    t = _time(step, p, length, T, reverse)
+                    t = _time(&walk, step, p)
                     row = order[p] if order != NULL else p
                     cell_output(H, &act[t, row, 0], &cell_state[t, row, 0], m + p * H)
                 gemm_tn(<int> P, <int> H, <int> active, 1, &dh[0, 0], <int> P, m, <int> H,
@@ -565,12 +611,12 @@ def backward_layer(const floating[:, :, ::1] x,
                 matmul_nn(<int> active, <int> H, <int> P, &dh[0, 0], &w_hr[0, 0], 0, dm)
             # act[t] becomes d(pre-activations); dc flows to the previous step
             for p in range(active):
-                t = _time(step, p, length, T, reverse)
+                t = _time(&walk, step, p)
                 row = order[p] if order != NULL else p
                 if step == 0:
                     c_prev = &c0[row, 0]
                 else:
-                    c_prev = &cell_state[_time(step - 1, p, length, T, reverse), row, 0]
+                    c_prev = &cell_state[_time(&walk, step - 1, p), row, 0]
                 cell_backward(H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
                               dm + p * H, &dc[p, 0])
                 if not columns:
@@ -579,20 +625,10 @@ def backward_layer(const floating[:, :, ::1] x,
                     memcpy(&first_act[row, 0], &act[t, row, 0], G * itemsize)
             # dh = d_gates @ w_hh: the gradient reaching the previous step's h
             if columns:
-                for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                    p0 = block * ROW_BLOCK
-                    count = min(ROW_BLOCK, active - p0)
-                    _row_pointers(&act[0, 0, 0], act.strides, step, p0, count, length, order,
-                                  T, reverse, gate_rows)
-                    _rows_to_columns(G, gate_rows, count, d_gates_cols + p0, B)
+                _rows_in(G, act_arr, &walk, step, active, d_gates_cols, B)
                 gemm_nn(<int> P, <int> active, <int> G, 1, w_hh_t, <int> G, d_gates_cols,
                         <int> B, 0, dh_cols, <int> B)
-                for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                    p0 = block * ROW_BLOCK
-                    count = min(ROW_BLOCK, active - p0)
-                    for q in range(count):
-                        dh_rows[q] = &dh[p0 + q, 0]
-                    _columns_to_rows(P, dh_cols + p0, B, dh_rows, count)
+                _columns_out(P, dh_cols, B, dh_arr, &in_order, 0, active)
             else:
                 matmul_nn(<int> active, <int> P, <int> G, &d_gates[0, 0], &w_hh[0, 0], 0,
                           &dh[0, 0])

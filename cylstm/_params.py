@@ -7,12 +7,15 @@ a projection, suffix `_reverse` for the backward direction; gate order i, f,
 g, o. Every other module asks here for names and shapes, and checks a state
 dict here (the model, the file formats, unpickling).
 """
+from __future__ import annotations
+
 import functools
 import numbers
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._validation import as_real_array, check_dtype, check_flag, check_shape, check_size
 
@@ -94,7 +97,8 @@ def layer_layout(config: Config, layer: int, direction: int) -> tuple:
     suffix = f"l{layer}" + ("_reverse" if direction else "")
     gates, width = 4 * config.hidden_size, config.output_size
     inputs = config.input_size if layer == 0 else width * config.num_directions
-    layout = [(f"weight_ih_{suffix}", (gates, inputs)), (f"weight_hh_{suffix}", (gates, width))]
+    layout: list[tuple[str, tuple[int, ...]]] = [
+        (f"weight_ih_{suffix}", (gates, inputs)), (f"weight_hh_{suffix}", (gates, width))]
     if config.bias:
         layout += [(f"bias_ih_{suffix}", (gates,)), (f"bias_hh_{suffix}", (gates,))]
     if config.proj_size:
@@ -146,7 +150,8 @@ def checked_state_dict(config: Config, state_dict) -> dict:
     return checked
 
 
-def checked_parameter(argument, value, shape, dtype):
+def checked_parameter(argument: str, value: Any, shape: tuple[int, ...],
+                      dtype: np.dtype[Any]) -> NDArray[Any]:
     """`value` as an array of `dtype` and `shape`, or the usual clear error."""
     if hasattr(value, "shape"):  # check before converting a large wrong array
         check_shape(argument, _Shaped(tuple(value.shape)), shape)

@@ -2,9 +2,13 @@
 
 Every message names the argument and says what was expected and what came.
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, Iterable, Optional, Protocol, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -42,7 +46,7 @@ def check_size(name, value):
     return int(value)
 
 
-def as_real_array(name, value, dtype):
+def as_real_array(name: str, value: Any, dtype: Optional[DTypeLike]) -> NDArray[Any]:
     """`value` as an array of `dtype`; a view of it when no conversion is needed.
 
     Accepts anything np.asarray takes, and torch tensors (detached first).
@@ -87,7 +91,15 @@ def as_real_array(name, value, dtype):
             f"to {np.dtype(dtype)}: {exc}") from exc
 
 
-def check_shape(name, array, expected):
+class _HasShape(Protocol):
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+_Shaped = TypeVar("_Shaped", bound=_HasShape)
+
+
+def check_shape(name: str, array: _Shaped, expected: Iterable[int]) -> _Shaped:
     """Raise a ValueError unless array.shape == expected."""
     if array.shape != tuple(expected):
         raise ValueError(

@@ -207,7 +207,7 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
     width, hidden, dtype = config.output_size, config.hidden_size, config.dtype
     directions = len(weights[0])
     allocate = np.zeros if lengths is not None else np.empty  # zero past the lengths
-    kept = [] if keep else None
+    kept: Optional[list[KeptLayer]] = [] if keep else None
     layer_input = kernel_input(x_time_major)
     for layer, layer_weights in enumerate(weights):
         last = layer == len(weights) - 1
@@ -230,7 +230,7 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
             ran = _parallel.run_all([lambda d=d: run_direction(d) for d in range(2)], 2)
         else:
             ran = [run_direction(direction) for direction in range(directions)]
-        if keep:
+        if kept is not None:
             kept.append(KeptLayer(layer_input, output_time_major, ran))
         layer_input = output_time_major
     return output, layer_input, kept
