@@ -18,7 +18,7 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ALIGNMENT = 64
 
 
-def check_dtype(dtype):
+def check_dtype(dtype: Any) -> np.dtype[Any]:
     """The model dtype as an np.dtype: float32 or float64 only."""
     try:
         resolved = np.dtype(dtype)

@@ -9,12 +9,17 @@ configuration implies before it reads (or decompresses) any data, so a small
 file cannot make it allocate more than the model it describes. Every problem
 with the contents of a file is a ValueError that names it.
 """
+from __future__ import annotations
+
 import json
 import math
 import os
 import zipfile
+from collections.abc import Mapping
+from typing import Any, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._atomic import atomic_write
 from ._params import (
@@ -32,32 +37,98 @@ MAX_HEADER_BYTES = 4096  # the JSON text; save writes about 250 bytes
 MAX_NPY_HEADER = 1024    # an .npy header of a 1-D or 2-D array is 128 bytes
 
 
-def save_parts(path, config, state_dict):
+def save_parts(path: Union[str, os.PathLike[str]], config: Mapping[str, Any],
+               state_dict: Mapping[str, Any]) -> None:
     """Write the model of `config` and `state_dict` to `path` (exactly that name).
 
     The weights are checked as `load_parts` checks them (names, shapes, dtype)
     before anything is written; the file is replaced atomically, so on any
     error, KeyboardInterrupt included, an earlier file at `path` is left as it
     was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; no extension is added.
+    config : mapping
+        Keyword arguments of cylstm.LSTM (as LSTM.config() gives).
+    state_dict : mapping of str to array_like
+        Every weight of that configuration, by name.
+
+    Raises
+    ------
+    TypeError, ValueError
+        "cannot save the model: ..." for a configuration or weights that do
+        not match; nothing is written then.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from cylstm.files import load_parts, save_parts
+    >>> config = {"input_size": 3, "hidden_size": 4, "bias": False, "dtype": "float64"}
+    >>> weights = {"weight_ih_l0": np.full((16, 3), 0.5), "weight_hh_l0": np.eye(16, 4)}
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "model.npz")
+    ...     save_parts(path, config, weights)
+    ...     config, state_dict = load_parts(path)
+    >>> config
+    {'input_size': 3, 'hidden_size': 4, 'num_layers': 1, 'bias': False, 'batch_first': False,
+     'bidirectional': False, 'proj_size': 0, 'padding': 'zeros', 'dtype': 'float64'}
+    >>> np.array_equal(state_dict["weight_hh_l0"], np.eye(16, 4))
+    True
+    >>> save_parts("unused.npz", config, {"weight_ih_l0": np.zeros((16, 3))})
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot save the model: state_dict does not match the model: missing ...
     """
     try:
-        config = config_from_dict(config)
-        checked = checked_state_dict(config, state_dict)
+        spec = config_from_dict(config)
+        checked = checked_state_dict(spec, state_dict)
     except (TypeError, ValueError) as exc:
         kind = ValueError if isinstance(exc, ValueError) else TypeError
         raise kind(f"cannot save the model: {exc}") from exc
-    header = {"format": FORMAT, "version": FORMAT_VERSION, "config": config.as_dict()}
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "config": spec.as_dict()}
     header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     with atomic_write(path, "wb") as file:
-        np.savez(file, **{HEADER_KEY: header_bytes}, **checked)
+        # numpy's stub takes a ** dict to maybe hold its allow_pickle flag
+        np.savez(file, **{HEADER_KEY: header_bytes}, **checked)  # type: ignore[arg-type]
 
 
-def load_parts(path):
+def load_parts(path: Union[str, os.PathLike[str]],
+               ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
     """(config, state_dict) of a model written by `save_parts`, both checked.
 
-    A missing or unreadable file raises what open() raises (FileNotFoundError,
-    PermissionError, ...); a file whose contents are damaged, foreign or of a
-    newer format version raises a ValueError that names it.
+    Returns
+    -------
+    config : dict
+        Keyword arguments of cylstm.LSTM, the dtype by name.
+    state_dict : dict of str to ndarray
+        The weights, bit for bit as they were saved.
+
+    Raises
+    ------
+    OSError
+        What open() raises for a missing or unreadable file
+        (FileNotFoundError, PermissionError, ...).
+    ValueError
+        For a file whose contents are damaged, foreign or of a newer format
+        version, naming it.
+
+    Examples
+    --------
+    See `save_parts`; a file that is not a model:
+
+    >>> import os, tempfile
+    >>> from cylstm.files import load_parts
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "notes.npz")
+    ...     with open(path, "w") as file:
+    ...         _ = file.write("hello")
+    ...     load_parts(path)
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot load a cylstm model from '...notes.npz': BadZipFile('File is not a zip file')
     """
     name = os.fspath(path)
     with open(path, "rb") as file:

@@ -150,8 +150,9 @@ def lengths_from_mask(mask: ArrayLike) -> NDArray[np.int64]:
     Examples
     --------
     >>> from cylstm.keras_io import lengths_from_mask
-    >>> lengths_from_mask([[1, 1, 1, 0], [1, 0, 0, 0]])
-    array([3, 1])
+    >>> lengths = lengths_from_mask([[1, 1, 1, 0], [1, 0, 0, 0]])
+    >>> lengths.tolist(), lengths.dtype
+    ([3, 1], dtype('int64'))
     >>> lengths_from_mask([[0, 1, 1, 1]])
     Traceback (most recent call last):
     ...

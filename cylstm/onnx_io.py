@@ -11,11 +11,15 @@ reordered once, when a model is read or written.
 onnxruntime (1.32, CPU) runs its LSTM in float32 only and only with layout=0, so
 `onnx_from_parts` (LSTM.to_onnx) always writes layout=0 nodes; a batch_first model gets Transposes around them.
 """
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, Optional, Union
 
 import numpy as np
-
-from types import SimpleNamespace
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._atomic import atomic_write
 from ._params import checked_state_dict, config_from_dict
@@ -71,7 +75,9 @@ def _suffix(layer, direction):
 
 # -- reading -------------------------------------------------------------------------------
 
-def parts_from_onnx(path_or_model, dtype=None):
+def parts_from_onnx(path_or_model: Union[str, os.PathLike[str], bytes, Any],
+                    dtype: Optional[DTypeLike] = None,
+                    ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
     """(config, state_dict) of the LSTM node(s) of an ONNX model, for LSTM.from_onnx.
 
     Parameters
@@ -103,6 +109,20 @@ def parts_from_onnx(path_or_model, dtype=None):
     only from regular files inside the model's folder (symlinks resolved), and only the
     bytes that the tensor's shape calls for; a model given as bytes or a ModelProto with
     external data is refused, never read from the current directory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cylstm
+    >>> from cylstm.onnx_io import parts_from_onnx
+    >>> proto = cylstm.LSTM(3, 4, num_layers=2, batch_first=True, seed=0).to_onnx()
+    >>> config, state_dict = parts_from_onnx(proto)
+    >>> config["num_layers"], config["batch_first"], config["dtype"]
+    (2, True, 'float32')
+    >>> parts_from_onnx(b"not onnx")
+    Traceback (most recent call last):
+    ...
+    ValueError: <bytes>: ...
     """
     onnx = _import_onnx("from_onnx")
     if dtype is not None:
@@ -546,8 +566,10 @@ def _check_layers_agree(layers):
 
 # -- writing -------------------------------------------------------------------------------
 
-def onnx_from_parts(config, state_dict, path=None, opset=None, *, sequence_lens=True,
-                    initial_state=False, description="cylstm.LSTM"):
+def onnx_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any],
+                    path: Union[str, os.PathLike[str], None] = None,
+                    opset: Optional[int] = None, *, sequence_lens: bool = True,
+                    initial_state: bool = False, description: str = "cylstm.LSTM") -> Any:
     """An onnx.ModelProto that computes the model of `config` and `state_dict` (and
     saved to `path` if given); `description` becomes the graph's doc string.
 
@@ -578,14 +600,29 @@ def onnx_from_parts(config, state_dict, path=None, opset=None, *, sequence_lens=
     weights are stored inside the file, so a model whose graph exceeds protobuf's 2 GB
     limit raises ValueError (ONNX would need external data files; cylstm does not write
     them, as a pair of files cannot be replaced atomically).
+
+    Examples
+    --------
+    >>> import cylstm
+    >>> from cylstm.onnx_io import onnx_from_parts
+    >>> model = cylstm.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> proto = onnx_from_parts(model.config(), model.state_dict(), initial_state=True)
+    >>> [node.op_type for node in proto.graph.node if node.op_type == "LSTM"]
+    ['LSTM', 'LSTM']
+    >>> [graph_input.name for graph_input in proto.graph.input]
+    ['X', 'sequence_lens', 'initial_h', 'initial_c']
+    >>> onnx_from_parts({**model.config(), "padding": "carry"}, model.state_dict())
+    Traceback (most recent call last):
+    ...
+    NotImplementedError: ...
     """
     onnx = _import_onnx("to_onnx")
-    config = config_from_dict(config)
-    _check_exportable(config)
+    spec = config_from_dict(config)
+    _check_exportable(spec)
     opset = _check_opset(onnx, opset)
     # The model's parameters and configuration as attributes, checked.
-    model = SimpleNamespace(**config._asdict(), num_directions=config.num_directions,
-                            **checked_state_dict(config, state_dict))
+    model = SimpleNamespace(**spec._asdict(), num_directions=spec.num_directions,
+                            **checked_state_dict(spec, state_dict))
     graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state), description)
     opset_imports = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=opset_imports,
@@ -738,7 +775,10 @@ def _layer_initial_states(helper, numpy_helper, nodes, initializers, layer, dirs
 
 # -- running with ONNX's shapes ------------------------------------------------------------
 
-def run_onnx_semantics(model, X, sequence_lens=None, initial_h=None, initial_c=None):
+def run_onnx_semantics(model: Any, X: ArrayLike, sequence_lens: Optional[ArrayLike] = None,
+                       initial_h: Optional[ArrayLike] = None,
+                       initial_c: Optional[ArrayLike] = None,
+                       ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """Run a one-layer `model` as ONNX's LSTM operator would: (Y, Y_h, Y_c) in ONNX layouts.
 
     A drop-in for an onnxruntime session over one LSTM node; layout is 1 if
@@ -749,6 +789,18 @@ def run_onnx_semantics(model, X, sequence_lens=None, initial_h=None, initial_c=N
       Y          layout 0: (T, dirs, B, H)        layout 1: (B, T, dirs, H)
     sequence_lens (B,) ints in [1, T]; Y is zero past each row's length. A missing
     initial_h or initial_c is zeros. Needs only NumPy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cylstm
+    >>> from cylstm.onnx_io import run_onnx_semantics
+    >>> model = cylstm.LSTM(3, 4, bidirectional=True, padding="carry", seed=0)
+    >>> Y, Y_h, Y_c = run_onnx_semantics(model, np.ones((5, 2, 3)), sequence_lens=[5, 2])
+    >>> Y.shape, Y_h.shape
+    ((5, 2, 2, 4), (2, 2, 4))
+    >>> bool(Y[2:, :, 1].any())                  # zeros past the length, whatever the padding
+    False
     """
     if model.num_layers != 1:
         raise ValueError(

@@ -12,14 +12,25 @@ cell states (T x B x H), about T x B x 5H values, plus each layer's output
 the input, the initial state and the weights, so that changing them before
 `backward` does not change the gradients.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _lstm, _walk
 from ._params import layer_layout, parameter_shapes
 from ._validation import as_real_array, check_shape
 
+if TYPE_CHECKING:
+    from ._params import Config
+    from ._typing import FloatArray, State, StateLike
 
-def forward_train(model, config, x, hx=None, lengths=None):
+
+def forward_train(model: Any, config: Config, x: ArrayLike, hx: StateLike = None,
+                  lengths: Optional[ArrayLike] = None) -> tuple[FloatArray, State, Backward]:
     """Run `model` on x like `model(x, hx, lengths)` and return a `Backward` too."""
     call = _walk.prepare(config, x, hx, lengths)
     # Own copies: the caller may overwrite x, hx and the weights before backward.
@@ -52,16 +63,66 @@ class Backward:
     output) and optionally (dL/dh_n, dL/dc_n), and returns `(grad_x, (grad_h0,
     grad_c0), grads)`: dL/dx in x's shape, dL/dh0 and dL/dc0 in h_n's and
     c_n's shapes, and {parameter name: dL/dparameter} in state_dict order.
+    Made by `LSTM.forward_train`.
     """
 
-    def __init__(self, config, inputs, layers, output_shape):
+    def __init__(self, config: Config, inputs: _walk.Call, layers: list[_walk.KeptLayer],
+                 output_shape: tuple[int, ...]) -> None:
         self._config = config
         self._inputs = inputs
         self._layers = layers
         self._output_shape = output_shape
         self._used = False
 
-    def __call__(self, grad_output, grad_state=None):
+    def __call__(self, grad_output: ArrayLike, grad_state: StateLike = None,
+                 ) -> tuple[FloatArray, State, dict[str, FloatArray]]:
+        """Backpropagate dL/d(output) (and dL/d(h_n, c_n)) through the forward pass.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            dL/d(output), in the shape of output.
+        grad_state : (grad_h_n, grad_c_n), optional
+            dL/dh_n and dL/dc_n in the shapes of h_n and c_n; zeros if omitted.
+
+        Returns
+        -------
+        grad_x : ndarray
+            dL/dx in x's shape (zero at padded steps).
+        (grad_h0, grad_c0) : tuple of ndarray
+            dL/dh0 and dL/dc0, in the shapes of h_n and c_n.
+        grads : dict of str to ndarray
+            {parameter name: dL/dparameter}, in state_dict order.
+
+        Raises
+        ------
+        RuntimeError
+            On a second call: the kept activations are used as scratch.
+        TypeError, ValueError
+            For gradients of the wrong type or shape, naming them.
+
+        Examples
+        --------
+        The gradient of sum(output) agrees with a finite difference:
+
+        >>> import numpy as np
+        >>> import cylstm
+        >>> model = cylstm.LSTM(3, 4, num_layers=2, seed=0, dtype=np.float64)
+        >>> x = np.linspace(-1, 1, 30).reshape(5, 2, 3)
+        >>> output, _, backward = model.forward_train(x)
+        >>> grad_x, (grad_h0, grad_c0), grads = backward(np.ones_like(output))
+        >>> step = np.zeros_like(x)
+        >>> step[0, 1, 2] = 1e-6
+        >>> difference = (model(x + step)[0].sum() - model(x - step)[0].sum()) / 2e-6
+        >>> bool(abs(difference - grad_x[0, 1, 2]) < 1e-8)
+        True
+        >>> grads["weight_hh_l1"].shape
+        (16, 4)
+        >>> backward(np.ones_like(output))
+        Traceback (most recent call last):
+        ...
+        RuntimeError: backward() can run once per forward_train(): ...
+        """
         if self._used:
             raise RuntimeError(
                 "backward() can run once per forward_train(): it reuses the kept "
@@ -105,7 +166,7 @@ class Backward:
             return grad_x[:, 0], (grad_h0[:, 0], grad_c0[:, 0]), grads
         return np.ascontiguousarray(grad_x), (grad_h0, grad_c0), grads
 
-    def _state_gradients(self, grad_state):
+    def _state_gradients(self, grad_state: StateLike) -> Sequence[NDArray[Any]]:
         """(dL/dh_n, dL/dc_n) as fresh (L*dirs, B, .) arrays; zeros if not given."""
         h0, c0 = self._inputs.h0, self._inputs.c0
         if grad_state is None:
