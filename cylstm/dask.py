@@ -13,8 +13,12 @@ the time chunks from the last). Layer l > 0 reads the output blocks of layer
 l-1, both directions side by side. Batch chunks never meet, so the graph is a
 wavefront over (batch chunk, time chunk, layer); the output keeps x's chunks.
 Each task holds one block and one state: a unidirectional model streams a
-sequence longer than memory (a bidirectional layer must see a sequence's end
-before its start, so dask keeps the blocks the reverse direction still needs).
+sequence longer than memory. Two things make that hold on a real scheduler:
+x's blocks are held back until the chain is near them (otherwise an idle thread
+makes them all at once), and the workers need a second thread, since dask runs
+the state chain, its longest path, before the output's consumers whenever both
+are ready. A bidirectional layer must see a sequence's end before its start,
+so dask keeps the blocks its reverse direction still needs.
 
 Every task runs the same compiled kernel through the public model call, so the
 results equal one in-memory call of the model within rounding.
@@ -268,7 +272,7 @@ class _Graph:
             return None
         return [(self.h0.name, index, j, 0), (self.c0.name, index, j, 0)]
 
-    def _array(self, name, tasks, chunks, extra_dependencies=()):
+    def _array(self, name, tasks, chunks):
         """A dask array over the core tasks plus `tasks`, named `name`."""
         inputs = [a for a in (self.x, self.h0, self.c0, self.lengths) if a is not None]
         layers, dependencies = {}, {}

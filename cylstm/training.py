@@ -135,7 +135,9 @@ class Backward:
         self._used = True
 
         grad = grad_output[:, None, :] if inputs.unbatched else grad_output
-        grad = np.ascontiguousarray(grad.transpose(1, 0, 2) if inputs.batch_first else grad)
+        # aligned too: a C-order view one byte off its item size would reach the kernel as is
+        grad = np.require(grad.transpose(1, 0, 2) if inputs.batch_first else grad,
+                          requirements="CA")
         width, directions = config.output_size, config.num_directions
         if inputs.lengths is not None and config.padding == "carry":
             grad = _fold_carried_gradient(grad, inputs.lengths, width)
