@@ -137,7 +137,7 @@ class Backward:
         grad = grad_output[:, None, :] if inputs.unbatched else grad_output
         # aligned too: a C-order view one byte off its item size would reach the kernel as is
         grad = np.require(grad.transpose(1, 0, 2) if inputs.batch_first else grad,
-                          requirements="CA")
+                          requirements=("C", "A"))
         width, directions = config.output_size, config.num_directions
         if inputs.lengths is not None and config.padding == "carry":
             grad = _fold_carried_gradient(grad, inputs.lengths, width)
