@@ -15,8 +15,8 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
         "import it from outside the checkout."
     ) from exc
 
-from . import optim
+from . import optim, plans
 from .lstm import LSTM, load, lstm, save
 from .stream import LSTMStream
 
-__all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "save", "__version__"]
+__all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "plans", "save", "__version__"]

@@ -103,9 +103,9 @@ cdef inline void cell_backward(Py_ssize_t H, floating *act, const floating *c,
 
 cdef inline void matmul_nn(int m, int n, int k, const floating *a,
                            const floating *b, floating beta,
-                           floating *c) noexcept nogil:
-    """C := A @ B + beta * C, all contiguous: gemv when A is one row."""
-    if m == 1:
+                           floating *c, bint gemm=False) noexcept nogil:
+    """C := A @ B + beta * C, all contiguous: gemv when A is one row, unless gemm."""
+    if m == 1 and not gemm:
         gemv_t(k, n, 1, b, n, a, beta, c)
     else:
         gemm_nn(m, n, k, 1, a, k, b, n, beta, c, n)
@@ -113,12 +113,30 @@ cdef inline void matmul_nn(int m, int n, int k, const floating *a,
 
 cdef inline void matmul_nt(int m, int n, int k, const floating *a,
                            const floating *b, floating beta,
-                           floating *c) noexcept nogil:
-    """C := A @ B.T + beta * C, all contiguous: gemv when A is one row."""
-    if m == 1:
+                           floating *c, bint gemm=False) noexcept nogil:
+    """C := A @ B.T + beta * C, all contiguous: gemv when A is one row, unless gemm."""
+    if m == 1 and not gemm:
         gemv_n(n, k, 1, b, k, a, beta, c)
     else:
         gemm_nt(m, n, k, 1, a, k, b, k, beta, c, n)
+
+
+# The ways to run the per-step product gates += h @ w_hh.T (see forward_layer).
+STRATEGIES = ("rows", "rows-gemm", "rows-t", "rows-t-gemm", "columns")
+
+
+def default_strategy(Py_ssize_t steps, Py_ssize_t batch):
+    """The rule a call without a plan follows (measured on an AMD EPYC, AVX2):
+    a batch in the column layout; a single row by gemv, on w_hh.T from
+    TRANSPOSE_MIN_STEPS steps (the copy costs about 50-60 steps' saving)."""
+    if batch >= COLUMN_MIN_BATCH:
+        return "columns"
+    return "rows-t" if steps >= TRANSPOSE_MIN_STEPS else "rows"
+
+
+def default_chunk_bytes():
+    """Bytes of gate pre-activations per input-projection gemm without a plan."""
+    return GATE_CHUNK_BYTES
 
 
 def forward_layer(const floating[:, :, :] x,
@@ -134,6 +152,8 @@ def forward_layer(const floating[:, :, :] x,
                   bint reverse=False,
                   floating[:, :, ::1] keep_act=None,
                   floating[:, :, ::1] keep_c=None,
+                  strategy=None,
+                  chunk_bytes=None,
                   bint _gate_math=True):
     """One LSTM layer, one direction, over a whole batch of sequences.
 
@@ -151,6 +171,15 @@ def forward_layer(const floating[:, :, :] x,
     keep_act (T, B, 4H) and keep_c (T, B, H), given together, receive the gate
     activations i, f, g, o and the cell state of every valid step, for
     backward_layer.
+
+    strategy: how the per-step product gates += h @ w_hh.T runs (all give the
+    same numbers up to rounding): "rows" (gates a batch row per row; gemv on
+    w_hh for one row, else gemm), "rows-gemm" (gemm even for one row),
+    "rows-t" and "rows-t-gemm" (the same on a transposed copy of w_hh), or
+    "columns" (gates and state a batch row per column: gemm with the batch as
+    BLAS's M and w_hh as the second operand). chunk_bytes: gate
+    pre-activations per input-projection gemm. None: default_strategy() and
+    default_chunk_bytes(); cylstm/_plan.py chooses per shape and machine.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
@@ -182,11 +211,20 @@ def forward_layer(const floating[:, :, :] x,
                          "view first)")
     dtype = np.float32 if floating is float else np.float64
 
+    if strategy is None:
+        strategy = default_strategy(T, B)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    cdef Py_ssize_t gate_chunk_bytes = GATE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    if gate_chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+    cdef bint columns = strategy == "columns"
+    cdef bint transposed = strategy.startswith("rows-t")
+    cdef bint row_gemm = strategy.endswith("gemm")
+
     # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment of
-    # the recurrent weights: read them from a cache-line aligned copy. A
-    # single row over many steps reads w_hh.T instead: OpenBLAS's gemv('N')
-    # on it ran 15-30% faster than gemv('T') on w_hh for H = 64-128.
-    cdef bint transposed = B == 1 and T >= TRANSPOSE_MIN_STEPS
+    # the recurrent weights: read them from a cache-line aligned copy (or a
+    # transposed one, when the strategy says so).
     cdef const floating[:, ::1] w_hh_aligned = w_hh
     if transposed:
         w_hh_aligned = aligned_copy(np.asarray(w_hh).T, dtype)
@@ -223,7 +261,7 @@ def forward_layer(const floating[:, :, :] x,
     # Time steps per input-projection gemm: bounded scratch for any T, and at
     # least MIN_GEMM_ROWS rows per gemm (one step of batch 64 ran the input
     # projection 1.6x slower than one big gemm).
-    cdef Py_ssize_t chunk = max(GATE_CHUNK_BYTES // (B * G * itemsize),
+    cdef Py_ssize_t chunk = max(gate_chunk_bytes // (B * G * itemsize),
                                 (MIN_GEMM_ROWS + B - 1) // B)
     chunk = max(1, min(longest, chunk))
     if D > INT_MAX or G > INT_MAX or chunk * B > INT_MAX:
@@ -236,7 +274,6 @@ def forward_layer(const floating[:, :, :] x,
     # rows are columns (see COLUMN_MIN_BATCH).
     cdef floating[:, ::1] gates = np.empty((chunk * B, G), dtype=dtype)
     cdef floating *gates_base = &gates[0, 0]
-    cdef bint columns = B >= COLUMN_MIN_BATCH and not transposed
     cdef floating *x_chunk = NULL
     cdef floating *h_cell = NULL
     cdef floating *h_cols = NULL
@@ -304,7 +341,8 @@ def forward_layer(const floating[:, :, :] x,
                                &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
                                out_arr, act_arr, c_arr, _gate_math)
             else:
-                _steps_rows(&walk, first, steps, rows, H, P, transposed, w_hh_ptr, w_hr_ptr,
+                _steps_rows(&walk, first, steps, rows, H, P, transposed, row_gemm,
+                            w_hh_ptr, w_hr_ptr,
                             &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
                             out_arr, act_arr, c_arr, _gate_math)
 
@@ -364,13 +402,14 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
 
 
 cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_ssize_t rows,
-                      Py_ssize_t H, Py_ssize_t P, bint transposed, const floating *w_hh,
+                      Py_ssize_t H, Py_ssize_t P, bint transposed, bint gemm,
+                      const floating *w_hh,
                       const floating *w_hr, const floating *bias, floating *gates,
                       floating *h, floating *c, floating *h_cell, Strided out, Strided act,
                       Strided cells, bint gate_math) noexcept nogil:
     """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
-    state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed` (a single
-    row, where gemv('N') on the transpose ran faster)."""
+    state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed`; `gemm`
+    runs gemm where one active row would otherwise run gemv."""
     cdef Py_ssize_t G = 4 * H, active = rows, s, step, p
     cdef floating *gates_step
     cdef floating *h_new
@@ -380,10 +419,10 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
             active -= 1
         gates_step = gates + s * rows * G
         # gates[s, :active] += h[:active] @ w_hh.T
-        if transposed:
-            gemv_t(<int> P, <int> G, 1, w_hh, <int> G, h, 1, gates_step)
+        if transposed:  # gates += h @ (w_hh.T)
+            matmul_nn(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
         else:
-            matmul_nt(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step)
+            matmul_nt(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
         if gate_math:  # c, h = cell(gates + bias, c)
             for p in range(active):
                 h_new = h_cell + p * H if w_hr != NULL else h + p * P

@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import _lstm, _parallel
+from . import _lstm, _parallel, _plan
 from ._params import Config, layer_layout
 from ._validation import as_lengths, as_real_array, check_shape, is_kernel_ready
 
@@ -162,11 +162,13 @@ def forward(config: Config, weights, call: Call, workers=1):
     return output, (h_n, c_n)
 
 
-def _forward_whole(config, weights, x_time_major, h0, c0, lengths, batch_first, workers):
+def _forward_whole(config, weights, x_time_major, h0, c0, lengths, batch_first, workers,
+                   plan_workers=None):
     # Fresh C-order copies whose (B, .) slices the kernel turns into the final state.
     h_n, c_n = np.array(h0, order="C"), np.array(c0, order="C")
     output, output_time_major, _ = walk(config, weights, x_time_major, list(h_n), list(c_n),
-                                        lengths, batch_first=batch_first, workers=workers)
+                                        lengths, batch_first=batch_first, workers=workers,
+                                        plan_workers=plan_workers)
     if lengths is not None and config.padding == "carry":
         carry_last_valid(output_time_major[:, :, :config.output_size], lengths)
     return output, h_n, c_n
@@ -180,7 +182,7 @@ def _forward_split(config, weights, call, workers):
     results = _parallel.run_all(
         [lambda rows=rows: _forward_whole(
             config, weights, x[:, rows], h0[:, rows], c0[:, rows],
-            None if lengths is None else lengths[rows], False, 1)
+            None if lengths is None else lengths[rows], False, 1, plan_workers=workers)
          for rows in parts], workers)
     output, output_time_major = new_output(
         x.shape[0], x.shape[1], config.num_directions * config.output_size, config.dtype,
@@ -193,19 +195,22 @@ def _forward_split(config, weights, call, workers):
 
 
 def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_first=False,
-         workers=1, keep=False):
+         workers=1, keep=False, plan_workers=None):
     """Run every layer and direction of `weights` over x (T, B, D), any view.
 
     h[i] and c[i], i = layer * directions + direction, are C-contiguous (B, .)
     arrays that the kernel turns from the initial into the final state.
     Padding past `lengths` is zeros here (the caller applies "carry").
-    With workers > 1 the two directions of a layer run side by side.
+    With workers > 1 the two directions of a layer run side by side. Each
+    kernel call runs as the plan for its shape says (cylstm/_plan.py);
+    plan_workers (default: workers) is the thread scheme the plan is for.
     Returns (output in the user's layout, its (T, B, F) view, kept): kept is
     one KeptLayer per layer with keep=True (for backward), else None.
     """
     steps, batch = x_time_major.shape[:2]
     width, hidden, dtype = config.output_size, config.hidden_size, config.dtype
     directions = len(weights[0])
+    plan_workers = workers if plan_workers is None else plan_workers
     allocate = np.zeros if lengths is not None else np.empty  # zero past the lengths
     kept: Optional[list[KeptLayer]] = [] if keep else None
     layer_input = kernel_input(x_time_major)
@@ -220,10 +225,13 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
             w_ih, w_hh, bias, w_hr = layer_weights[direction]
             act = allocate((steps, batch, 4 * hidden), dtype) if keep else None
             cells = np.empty((steps, batch, hidden), dtype) if keep else None
+            options = _plan.kernel_options(dtype, steps, batch, layer_input.shape[2], hidden,
+                                           config.proj_size, plan_workers)
             _lstm.forward_layer(
                 layer_input, w_ih, w_hh, bias, h[index], c[index],
                 output_time_major[:, :, direction * width:(direction + 1) * width],
-                w_hr=w_hr, lengths=lengths, reverse=direction == 1, keep_act=act, keep_c=cells)
+                w_hr=w_hr, lengths=lengths, reverse=direction == 1, keep_act=act, keep_c=cells,
+                **options)
             return KeptDirection(w_ih, w_hh, w_hr, act, cells)
 
         if workers > 1 and directions == 2:
