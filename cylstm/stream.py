@@ -12,7 +12,6 @@ from ._validation import as_real_array
 
 if TYPE_CHECKING:
     from ._typing import FloatArray, State, StateLike
-    from .lstm import LSTM
 
 
 class LSTMStream:
@@ -67,7 +66,9 @@ class LSTMStream:
     ValueError: chunk must continue the stream's batch size 2, got batch size 3 ...
     """
 
-    def __init__(self, model: LSTM) -> None:
+    # model is a cylstm.LSTM; typed Any, as importing lstm.py here, even for the
+    # type checker only, would close an import circle.
+    def __init__(self, model: Any) -> None:
         if model.bidirectional:
             raise ValueError(
                 "a bidirectional model cannot stream: its backward direction needs the "
