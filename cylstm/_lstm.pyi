@@ -2,7 +2,7 @@
 # shapes). Each kernel is fused over float32 and float64: every array of one
 # call has the same dtype, which _F says. The arrays may be any buffer; cylstm
 # passes ndarrays. Keep this in step with the `def` entries of the .pyx.
-from typing import Optional, TypeVar
+from typing import Optional, Tuple, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -11,8 +11,12 @@ _F = TypeVar("_F", np.float32, np.float64)
 
 # The batch size from which forward_layer keeps gates and state in the column layout.
 COLUMN_LAYOUT_MIN_BATCH: int
+# The ways forward_layer can run the per-step product (its `strategy`).
+STRATEGIES: Tuple[str, ...]
 
 def simd_path() -> str: ...
+def default_strategy(steps: int, batch: int) -> str: ...
+def default_chunk_bytes() -> int: ...
 def forward_layer(
     x: NDArray[_F],
     w_ih: NDArray[_F],
@@ -27,6 +31,8 @@ def forward_layer(
     reverse: bool = False,
     keep_act: Optional[NDArray[_F]] = None,
     keep_c: Optional[NDArray[_F]] = None,
+    strategy: Optional[str] = None,
+    chunk_bytes: Optional[int] = None,
     _gate_math: bool = True,
 ) -> None: ...
 def backward_layer(

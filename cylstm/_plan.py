@@ -212,7 +212,7 @@ def measured_plan(shape: Shape) -> Plan:
     for strategy in [rule.strategy] + [s for s in _lstm.STRATEGIES if s != rule.strategy]:
         per_call, per_step = problem.cost(strategy, steps)
         costs[strategy] = (per_call + shape.steps_bucket * per_step) / shape.steps_bucket
-    best = min(costs, key=costs.get)
+    best = min(costs, key=lambda strategy: costs[strategy])
     if costs[best] < (1 - MARGIN) * costs[rule.strategy]:
         return Plan(best, rule.chunk_bytes, "measured", costs)
     return Plan(rule.strategy, rule.chunk_bytes, "measured", costs)
