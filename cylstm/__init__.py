@@ -16,7 +16,9 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
     ) from exc
 
 from . import optim, plans
-from .lstm import LSTM, load, lstm, save
+from .model import LSTM
+from .functional import lstm
+from .saving import load, save
 from .stream import LSTMStream
 
 __all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "plans", "save", "__version__"]

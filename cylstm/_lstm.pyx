@@ -3,7 +3,7 @@
 Each `def` entry takes typed memoryviews, checks shapes and BLAS limits with
 the GIL held, allocates its scratch with NumPy (nothing shared between calls,
 so concurrent calls from threads are safe), then runs one `with nogil:` block.
-Validation of user input belongs to cylstm/lstm.py; the checks here only keep
+Validation of user input belongs to cylstm/_walk.py and cylstm/model.py; the checks here only keep
 a wrong call from reading or writing out of bounds.
 """
 import numpy as np

@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - the tests need dask
         '(and distributed for a cluster)') from exc
 
 from . import _parallel
-from .lstm import LSTM
+from .model import LSTM
 from ._validation import as_lengths
 
 __all__ = ["forward"]

@@ -66,7 +66,7 @@ class LSTMStream:
     ValueError: chunk must continue the stream's batch size 2, got batch size 3 ...
     """
 
-    # model is a cylstm.LSTM; typed Any, as importing lstm.py here, even for the
+    # model is a cylstm.LSTM; typed Any, as importing model.py here, even for the
     # type checker only, would close an import circle.
     def __init__(self, model: Any) -> None:
         if model.bidirectional:

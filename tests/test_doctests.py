@@ -13,8 +13,9 @@ import re
 
 import pytest
 
-MODULES = ("cylstm.lstm", "cylstm.stream", "cylstm.training", "cylstm.optim", "cylstm.files",
-           "cylstm.torch_io", "cylstm.onnx_io", "cylstm.keras_io")
+MODULES = ("cylstm.model", "cylstm.functional", "cylstm.saving", "cylstm.stream",
+           "cylstm.training", "cylstm.optim", "cylstm.files", "cylstm.torch_io",
+           "cylstm.onnx_io", "cylstm.keras_io", "cylstm.plans")
 FRAMEWORKS = ("torch", "onnx", "onnxruntime", "keras")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 IMPORT = re.compile(r"^\s*(?:import|from)\s+(\w+)", re.MULTILINE)

@@ -85,7 +85,7 @@ def _find_cycle(graph):
 
 def test_the_package_has_no_import_cycle():
     graph = _graph()
-    assert {"lstm", "_walk", "_params", "training", "stream"} <= set(graph)
+    assert {"model", "_walk", "_params", "training", "stream"} <= set(graph)
     cycle = _find_cycle(graph)
     assert cycle is None, " -> ".join(name or "cylstm" for name in cycle)
 
@@ -98,10 +98,10 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_formats_translate_to_config_and_state_dict_without_the_model():
     graph = _graph()
     for module in FORMAT_MODULES:
-        assert "lstm" not in graph[module] and "" not in graph[module], (module, graph[module])
+        assert "model" not in graph[module] and "" not in graph[module], (module, graph[module])
 
 
 def test_the_walk_serves_every_face():
     graph = _graph()
-    for face in ("lstm", "training", "stream"):
+    for face in ("model", "training", "stream"):
         assert "_walk" in graph[face], face
