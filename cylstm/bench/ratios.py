@@ -15,7 +15,7 @@ MEASURES = {
 
 def cell_map(result):
     """{(config, threads): {impl: row}}."""
-    cells: dict = {}
+    cells = {}
     for row in result["rows"]:
         cells.setdefault((row["config"], row["threads"]), {})[row["impl"]] = row
     return cells

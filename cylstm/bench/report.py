@@ -19,7 +19,7 @@ def _sections_present(result):
 
 def _cells(result, section="forward"):
     """[(config, threads, {impl: row})] of one section, in run order."""
-    cells: dict = {}
+    cells = {}
     for row in result["rows"]:
         if _section_of(row) == section:
             cells.setdefault((row["config"], row["threads"]), {})[row["impl"]] = row

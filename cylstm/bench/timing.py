@@ -278,7 +278,7 @@ def run_cell(spec, case, threads, impls, policy, repeats=None, settle=SETTLE_MAX
     warmups, min_rep, max_rep, budget = policy
     rows = {name: {"impl": name, "median_ms": None, "min_ms": None, "repeats": 0, "calls": 0,
                    "max_abs_diff": None, "agrees": None, "error": None} for name in impls}
-    notes: list = []
+    notes = []
     calls, outputs, round_time = _warm_up(spec, case, threads, impls, warmups, rows, notes)
     _check_outputs(spec, outputs, rows, notes)
     del outputs
@@ -295,7 +295,7 @@ def run_cell(spec, case, threads, impls, policy, repeats=None, settle=SETTLE_MAX
     else:
         repeats *= scale
     order = list(calls)
-    times: dict = {name: [] for name in order}
+    times = {name: [] for name in order}
     rounds = {name: 0 for name in order}
     unsettled = 0
     gc_was_enabled = gc.isenabled()
