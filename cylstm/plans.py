@@ -22,7 +22,21 @@ STRATEGIES = _lstm.STRATEGIES
 
 
 def set_mode(mode: str) -> None:
-    """"measure", "estimate" or one of STRATEGIES; forgets the plans made so far."""
+    """"measure", "estimate" or one of STRATEGIES; forgets the plans made so far.
+
+    Examples
+    --------
+    >>> import cylstm
+    >>> before = cylstm.plans.get_mode()
+    >>> cylstm.plans.set_mode("estimate")
+    >>> cylstm.plans.get_mode()
+    'estimate'
+    >>> cylstm.plans.set_mode("fastest")
+    Traceback (most recent call last):
+    ...
+    ValueError: the plan mode must be one of ('measure', 'estimate') or a strategy ...
+    >>> cylstm.plans.set_mode(before)
+    """
     _plan.PLANNER.set_mode(mode)
 
 
@@ -33,7 +47,22 @@ def get_mode() -> str:
 
 def plan_for(dtype, steps: int, batch: int, input_size: int, hidden_size: int,
              proj_size: int = 0, workers: int = 1) -> Plan:
-    """The plan for one layer and direction of this shape (made now if needed)."""
+    """The plan for one layer and direction of this shape (made now if needed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cylstm
+    >>> before = cylstm.plans.get_mode()
+    >>> cylstm.plans.set_mode("estimate")        # the rule, the same in every process
+    >>> plan = cylstm.plans.plan_for(np.float32, steps=100, batch=32, input_size=128,
+    ...                              hidden_size=256)
+    >>> plan.strategy, plan.source
+    ('columns', 'rule')
+    >>> cylstm.plans.plan_for(np.float32, 1000, 1, 32, 64).strategy
+    'rows-t'
+    >>> cylstm.plans.set_mode(before)
+    """
     return _plan.PLANNER.plan(_plan.shape_of(dtype, steps, batch, input_size, hidden_size,
                                              proj_size, workers))
 
