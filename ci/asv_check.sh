@@ -20,7 +20,20 @@ export PYTHONPATH="$TMP/runner"
 export ASV_PYTHONPATH="$TMP/runner${ASV_PYTHONPATH:+:$ASV_PYTHONPATH}"
 export HOME="$TMP"  # asv keeps its machine description in ~/.asv-machine.json
 
-cd "$REPO/benchmarks"
+# The suite's configuration, with what asv writes (even a dry run writes its
+# machine and benchmark lists) sent to $TMP, so that the checkout stays clean.
+"$TMP/venv/bin/python" - "$REPO/benchmarks" "$TMP" <<'PY'
+import json, sys
+import json5  # asv's own dependency: asv.conf.json has comments
+folder, tmp = sys.argv[1:]
+with open(f"{folder}/asv.conf.json") as f:
+    conf = json5.load(f)
+conf.update(repo=f"{folder}/..", benchmark_dir=f"{folder}/benchmarks", env_dir=f"{tmp}/env",
+            results_dir=f"{tmp}/results", html_dir=f"{tmp}/html")
+with open(f"{tmp}/asv.conf.json", "w") as f:
+    json.dump(conf, f, indent=1)
+PY
+cd "$TMP"
 ASV="$TMP/venv/bin/asv"
 "$ASV" machine --yes --machine ci >/dev/null
 "$ASV" check -E "existing:$VENV/bin/python"
