@@ -1,7 +1,7 @@
 """The functional form: one LSTM layer for code that keeps its own arrays."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from numpy.typing import ArrayLike

@@ -11,12 +11,14 @@ Main table:
 ``cylstm``
     The public model call, ``model(x)``: validation, allocation and the kernel.
 ``kernel``
-    ``cylstm._lstm.forward_layer`` with preallocated buffers: the compiled kernel alone.
+    ``cylstm._lstm.forward_layer`` with preallocated buffers and the strategy the model's
+    plan chose for this shape: the compiled kernel alone.
 ``floor``
-    The same kernel call with ``_gate_math=False``: exactly the same BLAS calls (one input
-    projection gemm per time chunk, one recurrent gemm or gemv per step) and nothing else.
-    No LSTM with these BLAS calls can be faster, so cylstm/floor is what the gate math and the
-    Python layer cost. Its output is not an LSTM's and is not checked.
+    The kernel with ``_gate_math=False``: only the BLAS calls (one input projection gemm
+    per time chunk, one recurrent product per step), in each strategy the kernel has, and
+    the fastest of them on this machine. No LSTM over these BLAS calls can be faster, so
+    cylstm/floor is what the gate math, the Python layer and the plan's choice cost. Its
+    output is not an LSTM's and is not checked.
 ``numpy``
     ``cylstm.numpy_lstm.lstm_numpy``: one big input matmul, a Python loop over time.
 ``torch``
@@ -26,6 +28,7 @@ Main table:
 """
 
 import gc
+import time
 
 import numpy as np
 
@@ -55,7 +58,9 @@ def build_cylstm(case, threads):
     return call
 
 
-def build_kernel(case, threads, gate_math=True):
+def build_kernel(case, threads, gate_math=True, strategy=None):
+    """The bare kernel call; `strategy` None: the one the model's plan runs."""
+    from .. import _plan
     from .._lstm import forward_layer
 
     T, B, D, H = case.shape
@@ -63,18 +68,35 @@ def build_kernel(case, threads, gate_math=True):
     h = np.zeros((B, H), DTYPE)
     c = np.zeros((B, H), DTYPE)
     out = np.empty((T, B, H), DTYPE)
+    options = _plan.kernel_options(DTYPE, T, B, D, H, 0)
+    if strategy is not None:
+        options["strategy"] = strategy
 
     def call():
         h.fill(0)
         c.fill(0)
-        forward_layer(x, w_ih, w_hh, bias, h, c, out, _gate_math=gate_math)
+        forward_layer(x, w_ih, w_hh, bias, h, c, out, _gate_math=gate_math, **options)
         return out
 
+    call.strategy = options["strategy"]
     return call
 
 
 def build_floor(case, threads):
-    return build_kernel(case, threads, gate_math=False)
+    """The BLAS-only loop in its fastest strategy here (each timed on two calls)."""
+    from .._lstm import STRATEGIES
+
+    best, best_seconds = None, float("inf")
+    for strategy in STRATEGIES:
+        call = build_kernel(case, threads, gate_math=False, strategy=strategy)
+        call()  # warm up
+        started = time.perf_counter()
+        call()
+        call()
+        seconds = time.perf_counter() - started
+        if seconds < best_seconds:
+            best, best_seconds = call, seconds
+    return best
 
 
 def build_numpy(case, threads):
