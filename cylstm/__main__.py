@@ -3,6 +3,8 @@
     python -m cylstm            what is installed, the self-check and one timing line
     python -m cylstm info       versions, BLAS and SIMD path
     python -m cylstm check      compare the kernel with a float64 NumPy LSTM
+    python -m cylstm plan       the plan (kernel strategy) for configs a-e on this
+                                machine, and what each candidate took
     python -m cylstm bench ...  the benchmark against NumPy, PyTorch and ONNX Runtime
                                 (options: python -m cylstm bench -h)
 """
@@ -71,6 +73,24 @@ def timing_line():
     return line
 
 
+def plan_table():
+    """The plans for the benchmark's configurations a-e, measured now (whatever the mode)."""
+    from . import _plan, plans
+    from .bench.configs import CONFIGS, DTYPE
+
+    # A planner of its own (this process's mode and plans stay as they are), with
+    # time to measure every shape.
+    planner = _plan.Planner("measure", max_budget_seconds=2.0)
+    shapes = [_plan.shape_of(DTYPE, T, B, D, H, 0) for T, B, D, H in CONFIGS.values()]
+    for shape in shapes:
+        planner.plan(shape)
+    lines = [f"plans on this machine ({machine.cpu_model()}, gate math: {machine.simd_path()}):",
+             plans.describe(shapes, planner)]
+    lines.append("configs: " + ", ".join(f"{name} = (T, B, D, H) {shape}"
+                                          for name, shape in CONFIGS.items()))
+    return "\n".join(lines)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv else "all"
@@ -81,6 +101,9 @@ def main(argv=None):
         from .bench.cli import main as bench_main
 
         return bench_main(argv)
+    if command == "plan":
+        print(plan_table())
+        return 0
     if command not in ("all", "info", "check"):
         print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
         return 2

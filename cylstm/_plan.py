@@ -5,12 +5,14 @@ and the shape (an AMD EPYC with AVX2 and an Intel Xeon with AVX-512 disagreed
 by up to 2x), so no constant can be right everywhere. As FFTW plans a
 transform and cuDNN picks an algorithm, the first call of a shape chooses:
 
-- "measure" (the default): time every strategy on a few steps of a synthetic
-  problem of that shape, within a small budget, and keep the fastest, unless
-  it beats the rule's choice by less than MARGIN (close races would flip
-  from one process to the next);
-- "estimate": the rule (`_lstm.default_strategy`), no timing: the same plan,
-  and so bit-identical results, in every process;
+- "estimate" (the default): the rule (`_lstm.default_strategy`), no timing:
+  the same plan, and so bit-identical results, in every process;
+- "measure": time every strategy on a few steps of a synthetic problem of that
+  shape, within a small budget, and keep the fastest, unless it beats the
+  rule's choice by less than MARGIN (close races would flip from one process
+  to the next). Not the default yet: on a shared 2-core VM under load, a few
+  steps' timings varied by 10x and more between runs, enough to pick a
+  strategy 2x slower than the rule's;
 - a strategy name (one of `_lstm.STRATEGIES`): that strategy for every shape.
 
 The environment variable CYLSTM_PLAN sets the mode for programs that cannot
@@ -43,7 +45,8 @@ BUDGET_FRACTION = 0.5
 MIN_BUDGET_SECONDS = 0.005
 MAX_BUDGET_SECONDS = 0.05
 MAX_STEPS = 16
-REPEATS = 2
+MIN_DIFFERENCE_STEPS = 4
+REPEATS = 3
 WISDOM_FORMAT = "cylstm.wisdom"
 WISDOM_VERSION = 1
 
@@ -76,7 +79,9 @@ def shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1)
 class Planner:
     """The plans of this process: a mode and a cache, safe to share between threads."""
 
-    def __init__(self, mode="measure"):
+    def __init__(self, mode="measure", max_budget_seconds=None):
+        # The most time measuring one shape may take (None: MAX_BUDGET_SECONDS).
+        self.max_budget_seconds = max_budget_seconds
         self._lock = threading.Lock()
         self._plans = {}
         self._measuring = {}  # shape -> Event, while one thread measures it
@@ -119,7 +124,7 @@ class Planner:
             return self._plans.get(shape) or rule_plan(shape)
         plan = None
         try:
-            plan = measured_plan(shape)
+            plan = measured_plan(shape, self.max_budget_seconds)
         finally:
             with self._lock:
                 if plan is not None:
@@ -187,7 +192,7 @@ def fixed_plan(shape: Shape, mode) -> Plan:
     return Plan(mode, _lstm.default_chunk_bytes(), "fixed", {})
 
 
-def measured_plan(shape: Shape) -> Plan:
+def measured_plan(shape: Shape, max_budget_seconds=None) -> Plan:
     """Time each strategy on a synthetic problem of `shape` (never the user's
     data) and estimate each one's cost at the shape's steps: its time per call
     plus the steps times its time per step.
@@ -200,8 +205,9 @@ def measured_plan(shape: Shape) -> Plan:
     problem = _Problem(shape)
     problem.time(rule.strategy, 1)  # warms caches and BLAS buffers
     per_call, per_step = problem.cost(rule.strategy, 1)
-    budget = min(max(BUDGET_FRACTION * (per_call + per_step * shape.steps_bucket),
-                     MIN_BUDGET_SECONDS), MAX_BUDGET_SECONDS)
+    budget = max(BUDGET_FRACTION * (per_call + per_step * shape.steps_bucket),
+                 MIN_BUDGET_SECONDS)
+    budget = min(budget, MAX_BUDGET_SECONDS if max_budget_seconds is None else max_budget_seconds)
     # Each candidate runs n and 2n steps REPEATS times each.
     candidates = len(_lstm.STRATEGIES)
     spare = budget / (2 * REPEATS * candidates) - per_call
@@ -238,8 +244,11 @@ class _Problem:
 
     def cost(self, strategy, n):
         """(seconds per call, seconds per step), from runs of n and 2n steps (the
-        fastest of REPEATS each: noise only ever adds time)."""
+        fastest of REPEATS each: noise only ever adds time). Below MIN_DIFFERENCE_STEPS
+        the difference is mostly noise: the whole time counts as per step."""
         short = min(self.time(strategy, n) for _ in range(REPEATS))
+        if n < MIN_DIFFERENCE_STEPS:
+            return 0.0, short / n
         long = min(self.time(strategy, 2 * n) for _ in range(REPEATS))
         per_step = max(long - short, 0.0) / n
         return max(short - n * per_step, 0.0), per_step
@@ -278,16 +287,19 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
+DEFAULT_MODE = "estimate"
+
+
 def _planner_from_environment():
     """The process's planner, in the mode CYLSTM_PLAN names (a bad value warns:
     importing cylstm must not fail on it)."""
-    mode = os.environ.get(ENVIRONMENT_VARIABLE, "measure")
+    mode = os.environ.get(ENVIRONMENT_VARIABLE, DEFAULT_MODE)
     try:
         return Planner(mode)
     except ValueError as exc:
-        warnings.warn(f"cylstm: {ENVIRONMENT_VARIABLE}: {exc}; measuring instead",
+        warnings.warn(f"cylstm: {ENVIRONMENT_VARIABLE}: {exc}; using {DEFAULT_MODE!r}",
                       RuntimeWarning, stacklevel=2)
-        return Planner()
+        return Planner(DEFAULT_MODE)
 
 
 PLANNER = _planner_from_environment()

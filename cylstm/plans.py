@@ -1,8 +1,8 @@
 """How cylstm chooses the fastest way to run a call shape on this machine.
 
     import cylstm
-    cylstm.plans.set_mode("estimate")      # rules only: identical results in every process
-    cylstm.plans.set_mode("measure")       # the default: time the candidates once per shape
+    cylstm.plans.set_mode("estimate")      # the default: rules, identical results everywhere
+    cylstm.plans.set_mode("measure")       # time the candidates once per shape
     cylstm.plans.set_mode("columns")       # one strategy for every shape
     cylstm.plans.save_wisdom("plans.json") # keep what was measured; load_wisdom to reuse it
 
@@ -83,11 +83,12 @@ def load_wisdom(path) -> int:
     return _plan.PLANNER.load_wisdom(path)
 
 
-def describe(shapes: Union[List[Shape], None] = None) -> str:
+def describe(shapes: Union[List[Shape], None] = None, planner=None) -> str:
     """A table of the plans for `shapes` (default: those made so far): the chosen
     strategy, where it came from and the estimated microseconds per step of
-    each candidate measured."""
-    chosen = {shape: _plan.PLANNER.plan(shape) for shape in shapes} if shapes else plans()
+    each candidate measured. `planner`: the process's, unless another is given."""
+    planner = _plan.PLANNER if planner is None else planner
+    chosen = {shape: planner.plan(shape) for shape in shapes} if shapes else planner.plans()
     lines = ["dtype    batch  input  hidden  proj  steps  threads  plan         source    "
              + "  ".join(f"{name:>11}" for name in STRATEGIES) + "  (us per step)"]
     for shape, plan in chosen.items():

@@ -97,11 +97,11 @@ def test_a_bad_mode_is_refused(mode):
         mode("fastest")
 
 
-def test_a_bad_environment_variable_warns_and_measures(monkeypatch):
+def test_a_bad_environment_variable_warns_and_takes_the_default(monkeypatch):
     monkeypatch.setenv(_plan.ENVIRONMENT_VARIABLE, "fastest")
     with pytest.warns(RuntimeWarning, match="CYLSTM_PLAN"):
         planner = _plan._planner_from_environment()
-    assert planner.mode == "measure"
+    assert planner.mode == _plan.DEFAULT_MODE == "estimate"
 
 
 def test_wisdom_round_trip_and_other_machines(mode, tmp_path):
