@@ -35,6 +35,7 @@ $HIGHEST numpy scipy"
 fi
 
 SOURCE="$(unpacked_sdist)"
+failed=""
 while read -r python stack <&3; do
     [ -n "$python" ] || continue
     export PYTHON="$python"
@@ -47,7 +48,14 @@ while read -r python stack <&3; do
     # shellcheck disable=SC2086
     "$VENV/bin/pip" install --quiet --upgrade $stack "$(the_wheel)" pytest hypothesis
     "$VENV/bin/python" -c "import numpy, scipy; print('numpy', numpy.__version__, 'scipy', scipy.__version__)"
+    # Every run goes ahead whatever an earlier one gave; the script fails at the end.
     (cd "$(mktemp -d "$WORK/run.XXXXXX")" \
         && "$VENV/bin/python" -m cylstm check \
-        && "$VENV/bin/python" -m pytest "$SOURCE/tests" -p no:cacheprovider -q "$@")
+        && "$VENV/bin/python" -m pytest "$SOURCE/tests" -p no:cacheprovider -q "$@") \
+        || failed="$failed
+  $("$PYTHON" --version) with $stack"
 done 3<<< "$CYLSTM_COMPAT"
+if [ -n "$failed" ]; then
+    echo "failed:$failed" >&2
+    exit 1
+fi
