@@ -41,7 +41,7 @@ while read -r python stack <&3; do
     export PYTHON="$python"
     echo "== $("$PYTHON" --version) with $stack"
     if [ "${CYLSTM_SKIP_BUILD:-0}" != 1 ] || ! the_wheel >/dev/null 2>&1; then
-        bash "$REPO/ci/build.sh"
+        CYLSTM_SDIST="$(the_sdist)" bash "$REPO/ci/build.sh"
     fi
     VENV="$(mktemp -d "$WORK/compat.XXXXXX")/venv"
     new_venv "$VENV"
