@@ -34,6 +34,7 @@ $LOWEST numpy==1.22.4 scipy==1.9.3
 $HIGHEST numpy scipy"
 fi
 
+the_sdist >/dev/null 2>&1 || bash "$REPO/ci/build.sh"
 SOURCE="$(unpacked_sdist)"
 failed=""
 while read -r python stack <&3; do
