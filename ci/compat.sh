@@ -34,20 +34,29 @@ $LOWEST numpy==1.22.4 scipy==1.9.3
 $HIGHEST numpy scipy"
 fi
 
+the_sdist >/dev/null 2>&1 || bash "$REPO/ci/build.sh"
 SOURCE="$(unpacked_sdist)"
+failed=""
 while read -r python stack <&3; do
     [ -n "$python" ] || continue
     export PYTHON="$python"
     echo "== $("$PYTHON" --version) with $stack"
     if [ "${CYLSTM_SKIP_BUILD:-0}" != 1 ] || ! the_wheel >/dev/null 2>&1; then
-        bash "$REPO/ci/build.sh"
+        CYLSTM_SDIST="$(the_sdist)" bash "$REPO/ci/build.sh"
     fi
     VENV="$(mktemp -d "$WORK/compat.XXXXXX")/venv"
     new_venv "$VENV"
     # shellcheck disable=SC2086
     "$VENV/bin/pip" install --quiet --upgrade $stack "$(the_wheel)" pytest hypothesis
     "$VENV/bin/python" -c "import numpy, scipy; print('numpy', numpy.__version__, 'scipy', scipy.__version__)"
+    # Every run goes ahead whatever an earlier one gave; the script fails at the end.
     (cd "$(mktemp -d "$WORK/run.XXXXXX")" \
         && "$VENV/bin/python" -m cylstm check \
-        && "$VENV/bin/python" -m pytest "$SOURCE/tests" -p no:cacheprovider -q "$@")
+        && "$VENV/bin/python" -m pytest "$SOURCE/tests" -p no:cacheprovider -q "$@") \
+        || failed="$failed
+  $("$PYTHON" --version) with $stack"
 done 3<<< "$CYLSTM_COMPAT"
+if [ -n "$failed" ]; then
+    echo "failed:$failed" >&2
+    exit 1
+fi

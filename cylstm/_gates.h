@@ -129,11 +129,13 @@ CYLSTM_INLINE double cylstm_exp_d(double x)
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    /* 2^n from the integer that round_magic left in the low mantissa bits. */
+    /* 2^n from the integer that round_magic left in the low mantissa bits.
+       Shifted unsigned: for a NaN x the exponent is negative garbage (the
+       result is NaN anyway), and shifting a negative int64_t is undefined. */
     int64_t bits, magic_bits;
     memcpy(&bits, &shifted, sizeof bits);
     memcpy(&magic_bits, &round_magic, sizeof magic_bits);
-    const int64_t scale_bits = (bits - magic_bits + 1023) << 52;
+    const uint64_t scale_bits = (uint64_t) (bits - magic_bits + 1023) << 52;
     double scale;
     memcpy(&scale, &scale_bits, sizeof scale);
     return p * scale;
