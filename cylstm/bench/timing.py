@@ -141,7 +141,10 @@ class ThreadLimit:
 
     def __exit__(self, *exc):
         if self._limits is not None:
-            self._limits.restore_original_limits()
+            # As a context exits: threadpoolctl then also gives up its hold on
+            # OpenBLAS (restore_original_limits alone would keep this thread the
+            # only one allowed to change it, and cylstm's own limit would be ignored).
+            self._limits.__exit__(None, None, None)
         if self._torch_threads is not None:
             sys.modules["torch"].set_num_threads(self._torch_threads)
         return False
