@@ -484,6 +484,10 @@ cdef bint _item_strides(const Py_ssize_t *strides, const Py_ssize_t *shape, int 
     return True
 
 
+cdef inline bint _aligned(const void *data, Py_ssize_t itemsize) noexcept:
+    return <size_t> data % itemsize == 0
+
+
 cdef inline void *_row(Strided array, const Walk *walk, Py_ssize_t step,
                        Py_ssize_t p) noexcept nogil:
     """&array[t, row, 0] for the row at processing position p at `step`."""
@@ -566,9 +570,12 @@ def backward_layer(const floating[:, :, ::1] x,
             or (T > 1 and out.strides[0] != B * out.strides[1])):
         raise ValueError("out must have contiguous rows at one stride; grad_out contiguous rows")
     if not (_item_strides(out.strides, out.shape, 3, itemsize)
-            and _item_strides(grad_out.strides, grad_out.shape, 3, itemsize)):
-        raise ValueError("out and grad_out must have strides that are non-negative multiples "
-                         "of the item size")
+            and _item_strides(grad_out.strides, grad_out.shape, 3, itemsize)
+            and _aligned(&x[0, 0, 0] if x.size else NULL, itemsize)
+            and _aligned(&out[0, 0, 0] if out.size else NULL, itemsize)
+            and _aligned(&grad_out[0, 0, 0] if grad_out.size else NULL, itemsize)):
+        raise ValueError("x, out and grad_out must be aligned, with strides that are "
+                         "non-negative multiples of the item size")
     np.asarray(grad_w_ih)[...] = 0
     np.asarray(grad_w_hh)[...] = 0
     np.asarray(grad_bias)[...] = 0
