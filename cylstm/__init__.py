@@ -15,9 +15,10 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
         "import it from outside the checkout."
     ) from exc
 
-from . import optim
-from .files import load, save
-from .lstm import LSTM, lstm
+from . import optim, plans
+from .model import LSTM
+from .functional import lstm
+from .saving import load, save
 from .stream import LSTMStream
 
-__all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "save", "__version__"]
+__all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "plans", "save", "__version__"]

@@ -1,54 +1,26 @@
-"""`python -m cylstm`: what is installed, whether it computes right, how fast it is.
+"""`python -m cylstm`: what is installed, whether it computes right, how fast one call is.
 
-    python -m cylstm            info, self-check and a short benchmark
+    python -m cylstm            what is installed, the self-check and one timing line
     python -m cylstm info       versions, BLAS and SIMD path
     python -m cylstm check      compare the kernel with a float64 NumPy LSTM
-    python -m cylstm bench ...  the benchmark (options: python -m cylstm bench -h)
+    python -m cylstm plan       the plan (kernel strategy) for configs a-e on this
+                                machine, and what each candidate took
+    python -m cylstm bench ...  the benchmark against NumPy, PyTorch and ONNX Runtime
+                                (options: python -m cylstm bench -h)
 """
-import platform
 import sys
 
 import numpy as np
 
-from . import LSTM, __version__, _lstm
+from . import LSTM
+from .bench import machine
 from .numpy_lstm import lstm_numpy
 
 # Largest difference from the float64 NumPy LSTM that `check` accepts.
 CHECK_TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 
-
-def blas_description():
-    """The BLAS scipy calls, from threadpoolctl when installed, else scipy's build info."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS)
-        from threadpoolctl import threadpool_info
-
-        for library in threadpool_info():
-            if library["user_api"] == "blas" and "scipy" in library["filepath"] \
-                    and "numpy.libs" not in library["filepath"]:
-                return (f"{library['internal_api']} {library['version']} "
-                        f"({library.get('architecture', '?')} kernels, "
-                        f"{library['num_threads']} threads)")
-    except ImportError:
-        pass
-    try:
-        import scipy
-
-        blas = scipy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        return f"{blas['name']} {blas.get('version', '')}".strip()
-    except Exception:  # older SciPy: no dict form of its config
-        return "unknown (install threadpoolctl to see it)"
-
-
-def info_lines():
-    import scipy
-
-    return [
-        f"cylstm {__version__}",
-        f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}",
-        f"BLAS: {blas_description()} via scipy.linalg.cython_blas",
-        f"gate math SIMD path: {_lstm.simd_path()}",
-    ]
+# The shape of the one timing line: config c of the benchmark, a small batch.
+TIMING_CONFIG = "c"
 
 
 def self_check(seed=0):
@@ -85,6 +57,40 @@ def run_check():
     return ok
 
 
+def timing_line():
+    """One line: cylstm and the NumPy LSTM on one shape, timed side by side (a second or so)."""
+    from .bench import run
+
+    result = run(configs=[TIMING_CONFIG], threads=(1,), quick=True, impls=["cylstm", "numpy"],
+                 repeats=3, settle=0)
+    times = {row["impl"]: row["median_ms"] for row in result["rows"]}
+    T, B, D, H = (result["rows"][0][key] for key in "TBDH")
+    threads = "one BLAS thread" if result["rows"][0]["threads_set"] else "default BLAS threads"
+    line = (f"one forward pass, T={T} B={B} D={D} H={H}, float32, {threads}, median of 3: "
+            f"cylstm {times['cylstm']:.2f} ms")
+    if times.get("numpy"):
+        line += f", the NumPy LSTM {times['numpy']:.1f} ms"
+    return line
+
+
+def plan_table():
+    """The plans for the benchmark's configurations a-e, measured now (whatever the mode)."""
+    from . import _plan, plans
+    from .bench.configs import CONFIGS, DTYPE
+
+    # A planner of its own (this process's mode and plans stay as they are), with
+    # time to measure every shape.
+    planner = _plan.Planner("measure", max_budget_seconds=2.0)
+    shapes = [_plan.shape_of(DTYPE, T, B, D, H, 0) for T, B, D, H in CONFIGS.values()]
+    for shape in shapes:
+        planner.plan(shape)
+    lines = [f"plans on this machine ({machine.cpu_model()}, gate math: {machine.simd_path()}):",
+             plans.describe(shapes, planner)]
+    lines.append("configs: " + ", ".join(f"{name} = (T, B, D, H) {shape}"
+                                          for name, shape in CONFIGS.items()))
+    return "\n".join(lines)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv.pop(0) if argv else "all"
@@ -92,25 +98,24 @@ def main(argv=None):
         print(__doc__)
         return 0
     if command == "bench":
-        from . import benchmark
+        from .bench.cli import main as bench_main
 
-        return benchmark.main(argv)
+        return bench_main(argv)
+    if command == "plan":
+        print(plan_table())
+        return 0
     if command not in ("all", "info", "check"):
         print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
         return 2
     if command in ("all", "info"):
-        print("\n".join(info_lines()))
+        print("\n".join(machine.describe()))
     ok = True
     if command in ("all", "check"):
         print("self-check against a float64 NumPy LSTM:")
         ok = run_check()
     if command == "all":
-        from . import benchmark
-
-        print("short benchmark (float32, one thread, median ms; "
-              "`python -m cylstm bench` runs the full matrix):")
-        result = benchmark.run(configs=["a", "c"], threads=(1,), quick=True)
-        print(benchmark.format_table(result))
+        print(timing_line())
+        print("(`python -m cylstm bench` times more shapes, against PyTorch and ONNX Runtime too)")
     return 0 if ok else 1
 
 

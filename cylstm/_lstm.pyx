@@ -3,7 +3,7 @@
 Each `def` entry takes typed memoryviews, checks shapes and BLAS limits with
 the GIL held, allocates its scratch with NumPy (nothing shared between calls,
 so concurrent calls from threads are safe), then runs one `with nogil:` block.
-Validation of user input belongs to cylstm/lstm.py; the checks here only keep
+Validation of user input belongs to cylstm/_walk.py and cylstm/model.py; the checks here only keep
 a wrong call from reading or writing out of bounds.
 """
 import numpy as np
@@ -103,9 +103,9 @@ cdef inline void cell_backward(Py_ssize_t H, floating *act, const floating *c,
 
 cdef inline void matmul_nn(int m, int n, int k, const floating *a,
                            const floating *b, floating beta,
-                           floating *c) noexcept nogil:
-    """C := A @ B + beta * C, all contiguous: gemv when A is one row."""
-    if m == 1:
+                           floating *c, bint gemm=False) noexcept nogil:
+    """C := A @ B + beta * C, all contiguous: gemv when A is one row, unless gemm."""
+    if m == 1 and not gemm:
         gemv_t(k, n, 1, b, n, a, beta, c)
     else:
         gemm_nn(m, n, k, 1, a, k, b, n, beta, c, n)
@@ -113,12 +113,30 @@ cdef inline void matmul_nn(int m, int n, int k, const floating *a,
 
 cdef inline void matmul_nt(int m, int n, int k, const floating *a,
                            const floating *b, floating beta,
-                           floating *c) noexcept nogil:
-    """C := A @ B.T + beta * C, all contiguous: gemv when A is one row."""
-    if m == 1:
+                           floating *c, bint gemm=False) noexcept nogil:
+    """C := A @ B.T + beta * C, all contiguous: gemv when A is one row, unless gemm."""
+    if m == 1 and not gemm:
         gemv_n(n, k, 1, b, k, a, beta, c)
     else:
         gemm_nt(m, n, k, 1, a, k, b, k, beta, c, n)
+
+
+# The ways to run the per-step product gates += h @ w_hh.T (see forward_layer).
+STRATEGIES = ("rows", "rows-gemm", "rows-t", "rows-t-gemm", "columns")
+
+
+def default_strategy(Py_ssize_t steps, Py_ssize_t batch):
+    """The rule a call without a plan follows (measured on an AMD EPYC, AVX2):
+    a batch in the column layout; a single row by gemv, on w_hh.T from
+    TRANSPOSE_MIN_STEPS steps (the copy costs about 50-60 steps' saving)."""
+    if batch >= COLUMN_MIN_BATCH:
+        return "columns"
+    return "rows-t" if steps >= TRANSPOSE_MIN_STEPS else "rows"
+
+
+def default_chunk_bytes():
+    """Bytes of gate pre-activations per input-projection gemm without a plan."""
+    return GATE_CHUNK_BYTES
 
 
 def forward_layer(const floating[:, :, :] x,
@@ -128,13 +146,15 @@ def forward_layer(const floating[:, :, :] x,
                   floating[:, ::1] h,
                   floating[:, ::1] c,
                   floating[:, :, :] out,
-                  bint gate_math=True,
                   *,
                   const floating[:, ::1] w_hr=None,
                   lengths=None,
                   bint reverse=False,
                   floating[:, :, ::1] keep_act=None,
-                  floating[:, :, ::1] keep_c=None):
+                  floating[:, :, ::1] keep_c=None,
+                  strategy=None,
+                  chunk_bytes=None,
+                  bint _gate_math=True):
     """One LSTM layer, one direction, over a whole batch of sequences.
 
     x (T, B, D): any outer strides, contiguous rows. w_ih (4H, D), w_hh
@@ -145,12 +165,21 @@ def forward_layer(const floating[:, :, :] x,
 
     lengths (B,) ints in [0, T]: row b runs steps 0 .. lengths[b] - 1 and its
     final state is the one after its last valid step. reverse: each row runs
-    backwards from its last valid step. With gate_math=False only the BLAS
+    backwards from its last valid step. With _gate_math=False only the BLAS
     calls run (the speed floor).
 
     keep_act (T, B, 4H) and keep_c (T, B, H), given together, receive the gate
     activations i, f, g, o and the cell state of every valid step, for
     backward_layer.
+
+    strategy: how the per-step product gates += h @ w_hh.T runs (all give the
+    same numbers up to rounding): "rows" (gates a batch row per row; gemv on
+    w_hh for one row, else gemm), "rows-gemm" (gemm even for one row),
+    "rows-t" and "rows-t-gemm" (the same on a transposed copy of w_hh), or
+    "columns" (gates and state a batch row per column: gemm with the batch as
+    BLAS's M and w_hh as the second operand). chunk_bytes: gate
+    pre-activations per input-projection gemm. None: default_strategy() and
+    default_chunk_bytes(); cylstm/_plan.py chooses per shape and machine.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
@@ -174,18 +203,28 @@ def forward_layer(const floating[:, :, :] x,
         raise ValueError("x and out must have contiguous rows (last axis)")
     if T == 0 or B == 0 or H == 0:
         return
-    if not (_item_strides(x.strides, 3, itemsize) and _item_strides(out.strides, 3, itemsize)
+    if not (_item_strides(x.strides, x.shape, 3, itemsize)
+            and _item_strides(out.strides, out.shape, 3, itemsize)
             and <size_t> &x[0, 0, 0] % itemsize == 0 and <size_t> &out[0, 0, 0] % itemsize == 0):
         raise ValueError("x and out must be aligned, with strides that are non-negative "
                          "multiples of the item size (copy a record field or a reversed "
                          "view first)")
     dtype = np.float32 if floating is float else np.float64
 
+    if strategy is None:
+        strategy = default_strategy(T, B)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    cdef Py_ssize_t gate_chunk_bytes = GATE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    if gate_chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
+    cdef bint columns = strategy == "columns"
+    cdef bint transposed = strategy.startswith("rows-t")
+    cdef bint row_gemm = strategy.endswith("gemm")
+
     # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment of
-    # the recurrent weights: read them from a cache-line aligned copy. A
-    # single row over many steps reads w_hh.T instead: OpenBLAS's gemv('N')
-    # on it ran 15-30% faster than gemv('T') on w_hh for H = 64-128.
-    cdef bint transposed = B == 1 and T >= TRANSPOSE_MIN_STEPS
+    # the recurrent weights: read them from a cache-line aligned copy (or a
+    # transposed one, when the strategy says so).
     cdef const floating[:, ::1] w_hh_aligned = w_hh
     if transposed:
         w_hh_aligned = aligned_copy(np.asarray(w_hh).T, dtype)
@@ -222,7 +261,7 @@ def forward_layer(const floating[:, :, :] x,
     # Time steps per input-projection gemm: bounded scratch for any T, and at
     # least MIN_GEMM_ROWS rows per gemm (one step of batch 64 ran the input
     # projection 1.6x slower than one big gemm).
-    cdef Py_ssize_t chunk = max(GATE_CHUNK_BYTES // (B * G * itemsize),
+    cdef Py_ssize_t chunk = max(gate_chunk_bytes // (B * G * itemsize),
                                 (MIN_GEMM_ROWS + B - 1) // B)
     chunk = max(1, min(longest, chunk))
     if D > INT_MAX or G > INT_MAX or chunk * B > INT_MAX:
@@ -235,7 +274,6 @@ def forward_layer(const floating[:, :, :] x,
     # rows are columns (see COLUMN_MIN_BATCH).
     cdef floating[:, ::1] gates = np.empty((chunk * B, G), dtype=dtype)
     cdef floating *gates_base = &gates[0, 0]
-    cdef bint columns = B >= COLUMN_MIN_BATCH and not transposed
     cdef floating *x_chunk = NULL
     cdef floating *h_cell = NULL
     cdef floating *h_cols = NULL
@@ -258,13 +296,19 @@ def forward_layer(const floating[:, :, :] x,
             act_cols_view = np.empty((G, B), dtype=dtype)
             act_cols = &act_cols_view[0, 0]
 
+    # Where each batch row's steps go: out, and the kept activations and cells.
+    cdef Strided out_arr = Strided(<char *> &out[0, 0, 0], out.strides[0], out.strides[1])
+    cdef Strided act_arr = Strided(NULL, 0, 0)
+    cdef Strided c_arr = Strided(NULL, 0, 0)
+    if keep:
+        act_arr = Strided(<char *> &keep_act[0, 0, 0], keep_act.strides[0],
+                          keep_act.strides[1])
+        c_arr = Strided(<char *> &keep_c[0, 0, 0], keep_c.strides[0], keep_c.strides[1])
+    cdef const floating *w_hr_ptr = &w_hr[0, 0] if projected else NULL
+    cdef Walk walk = Walk(order, length, T, reverse)
+
     cdef Py_ssize_t n_chunks = (longest + chunk - 1) // chunk
-    cdef Py_ssize_t k, first, steps, rows, active, s, step, p, t, row, ld, block, p0, count
-    cdef floating *act_rows[ROW_BLOCK]
-    cdef floating *c_rows[ROW_BLOCK]
-    cdef floating *out_rows[ROW_BLOCK]
-    cdef floating *h_new
-    cdef floating *gates_step
+    cdef Py_ssize_t k, first, steps, rows, s, step, p, t, row, ld
     cdef const floating *x_rows
     with nogil:
         rows = B  # rows still running at the current step
@@ -280,7 +324,7 @@ def forward_layer(const floating[:, :, :] x,
                     step = first + s
                     for p in range(rows):
                         if length == NULL or length[p] > step:
-                            t = _time(step, p, length, T, reverse)
+                            t = _time(&walk, step, p)
                             row = order[p] if order != NULL else p
                             memcpy(x_chunk + (s * rows + p) * D, &x[t, row, 0], D * itemsize)
                 x_rows = x_chunk
@@ -292,72 +336,15 @@ def forward_layer(const floating[:, :, :] x,
             else:
                 matmul_nt(<int> ld, <int> G, <int> D, x_rows, &w_ih[0, 0], 0, gates_base)
 
-            active = rows
-            for s in range(steps):
-                step = first + s
-                while length != NULL and length[active - 1] <= step:
-                    active -= 1
-                if columns:
-                    gates_step = gates_base + s * rows
-                    # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
-                    gemm_nn(<int> G, <int> active, <int> P, 1, w_hh_ptr, <int> P, h_cols,
-                            <int> B, 1, gates_step, <int> ld)
-                    if gate_math:
-                        cell_columns(H, active, gates_step, ld, &bias[0], c_cols,
-                                     h_cell if projected else h_cols, act_cols, B)
-                        if keep:
-                            for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                                p0 = block * ROW_BLOCK
-                                count = min(ROW_BLOCK, active - p0)
-                                _row_pointers(&keep_act[0, 0, 0], keep_act.strides, step, p0,
-                                              count, length, order, T, reverse, act_rows)
-                                _row_pointers(&keep_c[0, 0, 0], keep_c.strides, step, p0,
-                                              count, length, order, T, reverse, c_rows)
-                                _columns_to_rows(G, act_cols + p0, B, act_rows, count)
-                                _columns_to_rows(H, c_cols + p0, B, c_rows, count)
-                    if projected:
-                        # h[:active].T = w_hr @ h_cell[:active].T
-                        gemm_nn(<int> P, <int> active, <int> H, 1, &w_hr[0, 0], <int> H,
-                                h_cell, <int> B, 0, h_cols, <int> B)
-                    if gate_math:
-                        # out[t] = h
-                        for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                            p0 = block * ROW_BLOCK
-                            count = min(ROW_BLOCK, active - p0)
-                            _row_pointers(&out[0, 0, 0], out.strides, step, p0, count, length,
-                                          order, T, reverse, out_rows)
-                            _columns_to_rows(P, h_cols + p0, B, out_rows, count)
-                else:  # the row layout
-                    # gates[s, :active] += h[:active] @ w_hh.T
-                    if transposed:
-                        gemv_t(<int> P, <int> G, 1, w_hh_ptr, <int> G, &h_sorted[0, 0], 1,
-                               &gates[s * rows, 0])
-                    else:
-                        matmul_nt(<int> active, <int> G, <int> P, &h_sorted[0, 0],
-                                  w_hh_ptr, 1, &gates[s * rows, 0])
-                    if gate_math:
-                        # c, h = cell(gates + bias, c)
-                        for p in range(active):
-                            h_new = h_cell + p * H if projected else &h_sorted[p, 0]
-                            if keep:
-                                t = _time(step, p, length, T, reverse)
-                                row = order[p] if order != NULL else p
-                                cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
-                                     h_new, &keep_act[t, row, 0])
-                                memcpy(&keep_c[t, row, 0], &c_sorted[p, 0], H * itemsize)
-                            else:
-                                cell(H, &gates[s * rows + p, 0], &bias[0], &c_sorted[p, 0],
-                                     h_new, NULL)
-                    if projected:
-                        # h[:active] = h_cell[:active] @ w_hr.T
-                        matmul_nt(<int> active, <int> P, <int> H, h_cell, &w_hr[0, 0], 0,
-                                  &h_sorted[0, 0])
-                    if gate_math:
-                        # out[t] = h
-                        for p in range(active):
-                            t = _time(step, p, length, T, reverse)
-                            row = order[p] if order != NULL else p
-                            memcpy(&out[t, row, 0], &h_sorted[p, 0], P * itemsize)
+            if columns:
+                _steps_columns(&walk, first, steps, rows, H, P, B, w_hh_ptr, w_hr_ptr,
+                               &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
+                               out_arr, act_arr, c_arr, _gate_math)
+            else:
+                _steps_rows(&walk, first, steps, rows, H, P, transposed, row_gemm,
+                            w_hh_ptr, w_hr_ptr,
+                            &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
+                            out_arr, act_arr, c_arr, _gate_math)
 
     if columns:
         np.asarray(h_sorted)[...] = h_cols_view.T
@@ -367,55 +354,152 @@ def forward_layer(const floating[:, :, :] x,
         np.asarray(c)[order_view] = c_sorted
 
 
-cdef inline void _columns_to_rows(Py_ssize_t n, const floating *columns, Py_ssize_t stride,
-                                  floating **rows, Py_ssize_t count) noexcept nogil:
-    """rows[q][j] = columns[j * stride + q] for j < n, q < count: `count` batch rows out of
-    the column layout. A block of rows at once reads each cache line of columns once."""
-    cdef Py_ssize_t j, q
-    for j in range(n):
+cdef struct Walk:
+    # Which batch row runs at processing position p, and which time it reads.
+    const Py_ssize_t *order  # the batch row at position p; NULL: p itself
+    const Py_ssize_t *length  # row p's valid steps, longest first; NULL: all T
+    Py_ssize_t T
+    bint reverse  # each row runs backwards from its last valid step
+
+
+cdef struct Strided:
+    # A (T, B, n) array of floats with contiguous rows (base NULL: none).
+    char *base
+    Py_ssize_t stride_t, stride_b  # byte strides of its time and batch axes
+
+
+cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
+                         Py_ssize_t rows, Py_ssize_t H, Py_ssize_t P, Py_ssize_t B,
+                         const floating *w_hh, const floating *w_hr, const floating *bias,
+                         floating *gates, floating *h_cols, floating *c_cols,
+                         floating *h_cell, floating *act_cols, Strided out, Strided act,
+                         Strided cells, bint gate_math) noexcept nogil:
+    """Steps first .. first + steps - 1 in the column layout: gates (4H, steps * rows),
+    state h_cols (P, B) and c_cols (H, B), a batch row per column. The batch is
+    BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest."""
+    cdef Py_ssize_t G = 4 * H, ld = steps * rows, active = rows, s, step
+    cdef floating *gates_step
+    for s in range(steps):
+        step = first + s
+        while walk.length != NULL and walk.length[active - 1] <= step:
+            active -= 1
+        gates_step = gates + s * rows
+        # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
+        gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_cols, <int> B, 1,
+                gates_step, <int> ld)
+        if gate_math:
+            cell_columns(H, active, gates_step, ld, bias, c_cols,
+                         h_cell if w_hr != NULL else h_cols, act_cols, B)
+            if act.base != NULL:  # keep_act[t] = act, keep_c[t] = c
+                _columns_out(G, act_cols, B, act, walk, step, active)
+                _columns_out(H, c_cols, B, cells, walk, step, active)
+        if w_hr != NULL:
+            # h[:active].T = w_hr @ h_cell[:active].T
+            gemm_nn(<int> P, <int> active, <int> H, 1, w_hr, <int> H, h_cell, <int> B, 0,
+                    h_cols, <int> B)
+        if gate_math:  # out[t] = h
+            _columns_out(P, h_cols, B, out, walk, step, active)
+
+
+cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_ssize_t rows,
+                      Py_ssize_t H, Py_ssize_t P, bint transposed, bint gemm,
+                      const floating *w_hh,
+                      const floating *w_hr, const floating *bias, floating *gates,
+                      floating *h, floating *c, floating *h_cell, Strided out, Strided act,
+                      Strided cells, bint gate_math) noexcept nogil:
+    """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
+    state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed`; `gemm`
+    runs gemm where one active row would otherwise run gemv."""
+    cdef Py_ssize_t G = 4 * H, active = rows, s, step, p
+    cdef floating *gates_step
+    cdef floating *h_new
+    for s in range(steps):
+        step = first + s
+        while walk.length != NULL and walk.length[active - 1] <= step:
+            active -= 1
+        gates_step = gates + s * rows * G
+        # gates[s, :active] += h[:active] @ w_hh.T
+        if transposed:  # gates += h @ (w_hh.T)
+            matmul_nn(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
+        else:
+            matmul_nt(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
+        if gate_math:  # c, h = cell(gates + bias, c)
+            for p in range(active):
+                h_new = h_cell + p * H if w_hr != NULL else h + p * P
+                if act.base != NULL:
+                    cell(H, gates_step + p * G, bias, c + p * H, h_new,
+                         <floating *> _row(act, walk, step, p))
+                    memcpy(_row(cells, walk, step, p), c + p * H, H * sizeof(floating))
+                else:
+                    cell(H, gates_step + p * G, bias, c + p * H, h_new, <floating *> NULL)
+        if w_hr != NULL:
+            # h[:active] = h_cell[:active] @ w_hr.T
+            matmul_nt(<int> active, <int> P, <int> H, h_cell, w_hr, 0, h)
+        if gate_math:  # out[t] = h
+            for p in range(active):
+                memcpy(_row(out, walk, step, p), h + p * P, P * sizeof(floating))
+
+
+cdef inline void _columns_out(Py_ssize_t n, const floating *columns, Py_ssize_t ld,
+                              Strided target, const Walk *walk, Py_ssize_t step,
+                              Py_ssize_t active) noexcept nogil:
+    """target[t(p), order[p], :n] = columns[:n, p] for the first `active` rows at `step`.
+    ROW_BLOCK rows at a time, so that each cache line of columns is read once."""
+    cdef floating *rows[ROW_BLOCK]
+    cdef Py_ssize_t block, p0, q, j, count
+    for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
+        p0 = block * ROW_BLOCK
+        count = min(ROW_BLOCK, active - p0)
         for q in range(count):
-            rows[q][j] = columns[j * stride + q]
+            rows[q] = <floating *> _row(target, walk, step, p0 + q)
+        for j in range(n):
+            for q in range(count):
+                rows[q][j] = columns[j * ld + p0 + q]
 
 
-cdef inline void _rows_to_columns(Py_ssize_t n, floating **rows, Py_ssize_t count,
-                                  floating *columns, Py_ssize_t stride) noexcept nogil:
-    """columns[j * stride + q] = rows[q][j]: the inverse of _columns_to_rows."""
-    cdef Py_ssize_t j, q
-    for j in range(n):
+cdef inline void _rows_in(Py_ssize_t n, Strided source, const Walk *walk, Py_ssize_t step,
+                          Py_ssize_t active, floating *columns, Py_ssize_t ld) noexcept nogil:
+    """columns[:n, p] = source[t(p), order[p], :n]: the inverse of _columns_out."""
+    cdef floating *rows[ROW_BLOCK]
+    cdef Py_ssize_t block, p0, q, j, count
+    for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
+        p0 = block * ROW_BLOCK
+        count = min(ROW_BLOCK, active - p0)
         for q in range(count):
-            columns[j * stride + q] = rows[q][j]
+            rows[q] = <floating *> _row(source, walk, step, p0 + q)
+        for j in range(n):
+            for q in range(count):
+                columns[j * ld + p0 + q] = rows[q][j]
 
 
-cdef bint _item_strides(const Py_ssize_t *strides, int ndim, Py_ssize_t itemsize):
+cdef bint _item_strides(const Py_ssize_t *strides, const Py_ssize_t *shape, int ndim,
+                        Py_ssize_t itemsize):
     """Whether every stride is a non-negative multiple of the item size, so that
-    element addresses computed in items (and BLAS leading dimensions) are right."""
+    element addresses computed in items (and BLAS leading dimensions) are right.
+    An axis of extent 1 is never stepped along: its stride does not matter."""
     cdef int axis
     for axis in range(ndim):
-        if strides[axis] < 0 or strides[axis] % itemsize:
+        if shape[axis] > 1 and (strides[axis] < 0 or strides[axis] % itemsize):
             return False
     return True
 
 
-cdef inline void _row_pointers(floating *base, const Py_ssize_t *strides, Py_ssize_t step,
-                               Py_ssize_t p0, Py_ssize_t count, const Py_ssize_t *length,
-                               const Py_ssize_t *order, Py_ssize_t T, bint reverse,
-                               floating **rows) noexcept nogil:
-    """rows[q] = &a[t, row, 0] for rows p0 .. p0 + count - 1 (processing order) at `step`,
-    where a (T, B, ...) starts at base and has byte strides `strides`."""
-    cdef Py_ssize_t q, p
-    for q in range(count):
-        p = p0 + q
-        rows[q] = <floating *> (<char *> base + _time(step, p, length, T, reverse) * strides[0]
-                                + (order[p] if order != NULL else p) * strides[1])
+cdef inline bint _aligned(const void *data, Py_ssize_t itemsize) noexcept:
+    return <size_t> data % itemsize == 0
 
 
-cdef inline Py_ssize_t _time(Py_ssize_t step, Py_ssize_t p, const Py_ssize_t *length,
-                             Py_ssize_t T, bint reverse) noexcept nogil:
+cdef inline void *_row(Strided array, const Walk *walk, Py_ssize_t step,
+                       Py_ssize_t p) noexcept nogil:
+    """&array[t, row, 0] for the row at processing position p at `step`."""
+    return (array.base + _time(walk, step, p) * array.stride_t
+            + (walk.order[p] if walk.order != NULL else p) * array.stride_b)
+
+
+cdef inline Py_ssize_t _time(const Walk *walk, Py_ssize_t step, Py_ssize_t p) noexcept nogil:
     """The time index that row p (in processing order) reads at `step`."""
-    if not reverse:
+    if not walk.reverse:
         return step
-    return (length[p] if length != NULL else T) - 1 - step
-
+    return (walk.length[p] if walk.length != NULL else walk.T) - 1 - step
 
 
 cdef tuple _sorted_rows(lengths, Py_ssize_t B, Py_ssize_t T):
@@ -485,6 +569,13 @@ def backward_layer(const floating[:, :, ::1] x,
     if ((P > 1 and (out.strides[2] != itemsize or grad_out.strides[2] != itemsize))
             or (T > 1 and out.strides[0] != B * out.strides[1])):
         raise ValueError("out must have contiguous rows at one stride; grad_out contiguous rows")
+    if not (_item_strides(out.strides, out.shape, 3, itemsize)
+            and _item_strides(grad_out.strides, grad_out.shape, 3, itemsize)
+            and _aligned(&x[0, 0, 0] if x.size else NULL, itemsize)
+            and _aligned(&out[0, 0, 0] if out.size else NULL, itemsize)
+            and _aligned(&grad_out[0, 0, 0] if grad_out.size else NULL, itemsize)):
+        raise ValueError("x, out and grad_out must be aligned, with strides that are "
+                         "non-negative multiples of the item size")
     np.asarray(grad_w_ih)[...] = 0
     np.asarray(grad_w_hh)[...] = 0
     np.asarray(grad_bias)[...] = 0
@@ -537,9 +628,13 @@ def backward_layer(const floating[:, :, ::1] x,
         dm_view = np.empty((B, H), dtype=dtype)
         m, dm = &m_view[0, 0], &dm_view[0, 0]
 
-    cdef Py_ssize_t active = 0, step, p, j, t, row, block, p0, q, count
-    cdef floating *gate_rows[ROW_BLOCK]
-    cdef floating *dh_rows[ROW_BLOCK]
+    cdef Walk walk = Walk(order, length, T, reverse)
+    cdef Strided act_arr = Strided(<char *> &act[0, 0, 0], act.strides[0], act.strides[1])
+    # dh as a Strided of one step: its rows are already in processing order.
+    cdef Strided dh_arr = Strided(<char *> &dh[0, 0], 0, P * itemsize)
+    cdef Walk in_order = Walk(NULL, NULL, 1, False)
+
+    cdef Py_ssize_t active = 0, step, p, j, t, row
     cdef const floating *c_prev
     with nogil:
         for step in range(longest - 1, -1, -1):
@@ -547,14 +642,14 @@ def backward_layer(const floating[:, :, ::1] x,
                 active += 1
             # dh += grad_out at this step
             for p in range(active):
-                t = _time(step, p, length, T, reverse)
+                t = _time(&walk, step, p)
                 row = order[p] if order != NULL else p
                 for j in range(P):
                     dh[p, j] += grad_out[t, row, j]
             if projected:
                 # m = o * tanh(c); grad_w_hr += dh.T @ m; dm = dh @ w_hr
                 for p in range(active):
-                    t = _time(step, p, length, T, reverse)
+                    t = _time(&walk, step, p)
                     row = order[p] if order != NULL else p
                     cell_output(H, &act[t, row, 0], &cell_state[t, row, 0], m + p * H)
                 gemm_tn(<int> P, <int> H, <int> active, 1, &dh[0, 0], <int> P, m, <int> H,
@@ -562,12 +657,12 @@ def backward_layer(const floating[:, :, ::1] x,
                 matmul_nn(<int> active, <int> H, <int> P, &dh[0, 0], &w_hr[0, 0], 0, dm)
             # act[t] becomes d(pre-activations); dc flows to the previous step
             for p in range(active):
-                t = _time(step, p, length, T, reverse)
+                t = _time(&walk, step, p)
                 row = order[p] if order != NULL else p
                 if step == 0:
                     c_prev = &c0[row, 0]
                 else:
-                    c_prev = &cell_state[_time(step - 1, p, length, T, reverse), row, 0]
+                    c_prev = &cell_state[_time(&walk, step - 1, p), row, 0]
                 cell_backward(H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
                               dm + p * H, &dc[p, 0])
                 if not columns:
@@ -576,20 +671,10 @@ def backward_layer(const floating[:, :, ::1] x,
                     memcpy(&first_act[row, 0], &act[t, row, 0], G * itemsize)
             # dh = d_gates @ w_hh: the gradient reaching the previous step's h
             if columns:
-                for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                    p0 = block * ROW_BLOCK
-                    count = min(ROW_BLOCK, active - p0)
-                    _row_pointers(&act[0, 0, 0], act.strides, step, p0, count, length, order,
-                                  T, reverse, gate_rows)
-                    _rows_to_columns(G, gate_rows, count, d_gates_cols + p0, B)
+                _rows_in(G, act_arr, &walk, step, active, d_gates_cols, B)
                 gemm_nn(<int> P, <int> active, <int> G, 1, w_hh_t, <int> G, d_gates_cols,
                         <int> B, 0, dh_cols, <int> B)
-                for block in range((active + ROW_BLOCK - 1) // ROW_BLOCK):
-                    p0 = block * ROW_BLOCK
-                    count = min(ROW_BLOCK, active - p0)
-                    for q in range(count):
-                        dh_rows[q] = &dh[p0 + q, 0]
-                    _columns_to_rows(P, dh_cols + p0, B, dh_rows, count)
+                _columns_out(P, dh_cols, B, dh_arr, &in_order, 0, active)
             else:
                 matmul_nn(<int> active, <int> P, <int> G, &d_gates[0, 0], &w_hh[0, 0], 0,
                           &dh[0, 0])

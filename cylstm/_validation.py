@@ -2,9 +2,13 @@
 
 Every message names the argument and says what was expected and what came.
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, Iterable, Optional, Protocol, TypeVar
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -14,7 +18,7 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 ALIGNMENT = 64
 
 
-def check_dtype(dtype):
+def check_dtype(dtype: Any) -> np.dtype[Any]:
     """The model dtype as an np.dtype: float32 or float64 only."""
     try:
         resolved = np.dtype(dtype)
@@ -42,7 +46,7 @@ def check_size(name, value):
     return int(value)
 
 
-def as_real_array(name, value, dtype):
+def as_real_array(name: str, value: Any, dtype: Optional[DTypeLike]) -> NDArray[Any]:
     """`value` as an array of `dtype`; a view of it when no conversion is needed.
 
     Accepts anything np.asarray takes, and torch tensors (detached first).
@@ -87,7 +91,15 @@ def as_real_array(name, value, dtype):
             f"to {np.dtype(dtype)}: {exc}") from exc
 
 
-def check_shape(name, array, expected):
+class _HasShape(Protocol):
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+_Shaped = TypeVar("_Shaped", bound=_HasShape)
+
+
+def check_shape(name: str, array: _Shaped, expected: Iterable[int]) -> _Shaped:
     """Raise a ValueError unless array.shape == expected."""
     if array.shape != tuple(expected):
         raise ValueError(
@@ -99,10 +111,15 @@ def is_kernel_ready(array, dtype):
     """Whether the kernel can read `array` where it lies: an ndarray of `dtype`,
     aligned, contiguous rows, and every stride a non-negative multiple of the
     item size (a packed record field can have byte strides like 13)."""
-    itemsize = np.dtype(dtype).itemsize
-    return (type(array) is np.ndarray and array.dtype == dtype and array.flags.aligned
-            and (array.ndim == 0 or array.strides[-1] == itemsize or array.shape[-1] <= 1)
-            and all(stride >= 0 and stride % itemsize == 0 for stride in array.strides))
+    if type(array) is not np.ndarray or array.dtype != dtype or not array.flags.aligned:
+        return False
+    if array.flags.c_contiguous:  # the common case, decided at once
+        return True
+    itemsize = array.itemsize
+    # An axis of extent 1 is never stepped along: its stride does not matter.
+    return ((array.ndim == 0 or array.strides[-1] == itemsize or array.shape[-1] <= 1)
+            and all(stride >= 0 and stride % itemsize == 0
+                    for stride, extent in zip(array.strides, array.shape) if extent > 1))
 
 
 def aligned_copy(array, dtype):

@@ -23,12 +23,7 @@ so dask keeps the blocks its reverse direction still needs.
 Every task runs the same compiled kernel through the public model call, so the
 results equal one in-memory call of the model within rounding.
 """
-import functools
-import os
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -43,7 +38,8 @@ except ImportError as exc:  # pragma: no cover - the tests need dask
         'cylstm.dask needs dask with its array module: pip install "dask[array]" '
         '(and distributed for a cluster)') from exc
 
-from .lstm import LSTM
+from . import _parallel
+from .model import LSTM
 from ._validation import as_lengths
 
 __all__ = ["forward"]
@@ -371,7 +367,7 @@ def _run_block(model, x, state, lengths, start, reverse, carry):
     else:
         h, c = state[-2:]
     valid = None if lengths is None else np.clip(lengths - start, 0, steps)
-    with _one_blas_thread():
+    with _parallel.single_threaded_blas():  # one BLAS thread per task, however many run
         if valid is None or valid.min() == steps:  # every row runs the whole block
             if not reverse:
                 output, (h, c) = model(x, (h, c))
@@ -417,61 +413,3 @@ def _reversal(valid, steps):
 
 
 # -- BLAS threads ---------------------------------------------------------------
-
-# The kernel has no per-call thread count: BLAS threads are a process-wide setting,
-# which threadpoolctl changes. Dask runs tasks on several threads of one process, so
-# the limit is counted: the first task in sets it, the last one out restores it (a
-# task that restored it on leaving would lift it under one still running). Since
-# threadpoolctl 3.8 only the thread that set an OpenBLAS limit can change it again,
-# so one helper thread does every set and restore.
-_limit_lock = threading.Lock()
-_limit_users = 0
-_limit = None
-
-
-@contextmanager
-def _one_blas_thread():
-    """BLAS limited to one thread while any task of this process is inside."""
-    global _limit_users, _limit
-    with _limit_lock:
-        if _limit_users == 0:
-            _limit = _on_limit_thread(_set_limit)
-        _limit_users += 1
-    try:
-        yield
-    finally:
-        with _limit_lock:
-            _limit_users -= 1
-            if _limit_users == 0 and _limit is not None:
-                _on_limit_thread(_limit.__exit__, None, None, None)
-                _limit = None
-
-
-def _set_limit():
-    """threadpoolctl's one-thread BLAS limit, entered; None without threadpoolctl."""
-    controller = _controller()
-    if controller is None:
-        return None
-    limit = controller.limit(limits=1, user_api="blas")
-    limit.__enter__()
-    return limit
-
-
-@functools.cache
-def _controller():
-    """One ThreadpoolController per process (finding the libraries takes a while)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
-
-
-@functools.cache
-def _limit_thread(pid):
-    """The helper thread of process `pid` (a forked child makes its own)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="cylstm-blas-limit")
-
-
-def _on_limit_thread(function, *args):
-    return _limit_thread(os.getpid()).submit(function, *args).result()

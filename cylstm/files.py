@@ -1,22 +1,34 @@
-"""Saving and loading models as safe files: an .npz of plain arrays and a JSON header.
+"""The .npz model file: plain arrays and a JSON header, to and from (config, state_dict).
 
-`save` checks the model as `load` will, then writes through a temporary file,
-so a failure leaves any earlier file untouched. `load` treats the file as
-hostile: it never unpickles, and it compares the zip directory and each
-member's .npy header with what the JSON header's configuration implies before
-it reads (or decompresses) any data, so a small file cannot make it allocate
-more than the model it describes. Every problem with the contents of a file is
-a ValueError that names it.
+`cylstm.save` and `cylstm.load` call `save_parts` and `load_parts`.
+`save_parts` checks the weights as `load_parts` will, then writes through a
+temporary file, so a failure leaves any earlier file untouched. `load_parts`
+treats the file as hostile: it never unpickles, and it compares the zip
+directory and each member's .npy header with what the JSON header's
+configuration implies before it reads (or decompresses) any data, so a small
+file cannot make it allocate more than the model it describes. Every problem
+with the contents of a file is a ValueError that names it.
 """
+from __future__ import annotations
+
 import json
 import math
 import os
 import zipfile
+from collections.abc import Mapping
+from typing import Any, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._atomic import atomic_write
-from .lstm import CONFIG_KEYS, LSTM
+from ._params import (
+    NAMES_LISTED_UP_TO,
+    checked_state_dict,
+    config_from_dict,
+    parameter_count,
+    parameter_shapes,
+)
 
 FORMAT = "cylstm.LSTM"
 FORMAT_VERSION = 1
@@ -25,40 +37,104 @@ MAX_HEADER_BYTES = 4096  # the JSON text; save writes about 250 bytes
 MAX_NPY_HEADER = 1024    # an .npy header of a 1-D or 2-D array is 128 bytes
 
 
-def save(path, model):
-    """Write `model` to `path` (exactly that name; no extension is added).
+def save_parts(path: Union[str, os.PathLike[str]], config: Mapping[str, Any],
+               state_dict: Mapping[str, Any]) -> None:
+    """Write the model of `config` and `state_dict` to `path` (exactly that name).
 
-    The weights are checked as `load` checks them (shape, dtype) before
-    anything is written; the file is replaced atomically, so on any error,
-    KeyboardInterrupt included, an earlier file at `path` is left as it was.
+    The weights are checked as `load_parts` checks them (names, shapes, dtype)
+    before anything is written; the file is replaced atomically, so on any
+    error, KeyboardInterrupt included, an earlier file at `path` is left as it
+    was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write; no extension is added.
+    config : mapping
+        Keyword arguments of cylstm.LSTM (as LSTM.config() gives).
+    state_dict : mapping of str to array_like
+        Every weight of that configuration, by name.
+
+    Raises
+    ------
+    TypeError, ValueError
+        "cannot save the model: ..." for a configuration or weights that do
+        not match; nothing is written then.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from cylstm.files import load_parts, save_parts
+    >>> config = {"input_size": 3, "hidden_size": 4, "bias": False, "dtype": "float64"}
+    >>> weights = {"weight_ih_l0": np.full((16, 3), 0.5), "weight_hh_l0": np.eye(16, 4)}
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "model.npz")
+    ...     save_parts(path, config, weights)
+    ...     config, state_dict = load_parts(path)
+    >>> config
+    {'input_size': 3, 'hidden_size': 4, 'num_layers': 1, 'bias': False, 'batch_first': False,
+     'bidirectional': False, 'proj_size': 0, 'padding': 'zeros', 'dtype': 'float64'}
+    >>> np.array_equal(state_dict["weight_hh_l0"], np.eye(16, 4))
+    True
+    >>> save_parts("unused.npz", config, {"weight_ih_l0": np.zeros((16, 3))})
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot save the model: state_dict does not match the model: missing ...
     """
-    if not isinstance(model, LSTM):
-        raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
     try:
-        weights = model.state_dict()
-        checked = LSTM._from_parts(model.config(), weights)
+        spec = config_from_dict(config)
+        checked = checked_state_dict(spec, state_dict)
     except (TypeError, ValueError) as exc:
         kind = ValueError if isinstance(exc, ValueError) else TypeError
         raise kind(f"cannot save the model: {exc}") from exc
-    header = {"format": FORMAT, "version": FORMAT_VERSION, "config": checked.config()}
+    header = {"format": FORMAT, "version": FORMAT_VERSION, "config": spec.as_dict()}
     header_bytes = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     with atomic_write(path, "wb") as file:
-        np.savez(file, **{HEADER_KEY: header_bytes},
-                 **{name: getattr(checked, name) for name in weights})
+        # numpy's stub takes a ** dict to maybe hold its allow_pickle flag
+        np.savez(file, **{HEADER_KEY: header_bytes}, **checked)  # type: ignore[arg-type]
 
 
-def load(path):
-    """Read a model written by `save`; bit-identical weights, the same configuration.
+def load_parts(path: Union[str, os.PathLike[str]],
+               ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    """(config, state_dict) of a model written by `save_parts`, both checked.
 
-    A missing or unreadable file raises what open() raises (FileNotFoundError,
-    PermissionError, ...); a file whose contents are damaged, foreign or of a
-    newer format version raises a ValueError that names it.
+    Returns
+    -------
+    config : dict
+        Keyword arguments of cylstm.LSTM, the dtype by name.
+    state_dict : dict of str to ndarray
+        The weights, bit for bit as they were saved.
+
+    Raises
+    ------
+    OSError
+        What open() raises for a missing or unreadable file
+        (FileNotFoundError, PermissionError, ...).
+    ValueError
+        For a file whose contents are damaged, foreign or of a newer format
+        version, naming it.
+
+    Examples
+    --------
+    See `save_parts`; a file that is not a model:
+
+    >>> import os, tempfile
+    >>> from cylstm.files import load_parts
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "notes.npz")
+    ...     with open(path, "w") as file:
+    ...         _ = file.write("hello")
+    ...     load_parts(path)
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot load a cylstm model from '...notes.npz': BadZipFile('File is not a zip file')
     """
     name = os.fspath(path)
     with open(path, "rb") as file:
         try:
             config, weights = _read(file)
-            return LSTM._from_parts(config, weights)
+            return config, checked_state_dict(config_from_dict(config), weights)
         # A crafted zip can make zipfile, zlib, struct, json or numpy's header
         # parser raise almost anything (NotImplementedError, RecursionError,
         # zlib.error, ...); each one means that this file cannot be a model.
@@ -110,16 +186,11 @@ def _expected_weights(config, members):
     """({name: shape}, dtype) of the weights `config` implies, checked against the
     file's other `members` (one `name.npy` each); the counts are compared first,
     so a configuration claiming a billion layers builds no billion names."""
-    unknown = sorted(key for key in config if key not in CONFIG_KEYS)
-    if unknown or "input_size" not in config or "hidden_size" not in config:
-        raise ValueError(f"its configuration has the keys {sorted(config)}; expected "
-                         f"input_size, hidden_size and some of {CONFIG_KEYS}")
-    spec = LSTM.__new__(LSTM)
-    spec._configure(**config)  # the checks of LSTM(), and no weights
-    count = spec.num_layers * spec.num_directions * (2 + 2 * spec.bias + bool(spec.proj_size))
-    if count != len(members) and count > 4096:  # else the names say what is wrong
+    spec = config_from_dict(config)  # the checks of LSTM(), and no weights
+    count = parameter_count(spec)
+    if count != len(members) and count > NAMES_LISTED_UP_TO:  # else the names say what is wrong
         raise ValueError(f"its configuration needs {count} weights; it holds {len(members)}")
-    shapes = spec._parameter_shapes()
+    shapes = parameter_shapes(spec)
     missing = [name for name in shapes if name + ".npy" not in members]
     unknown = sorted(set(members) - {name + ".npy" for name in shapes})
     if missing or unknown:

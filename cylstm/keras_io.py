@@ -1,4 +1,5 @@
-"""Keras LSTM layers as cylstm models: `lstm_from_keras(layer)`.
+"""Keras LSTM layers as cylstm models: `parts_from_keras(layer)` gives the
+(config, state_dict) that `LSTM.from_keras(layer)` builds its model from.
 
 Keras is optional: nothing here imports it. The converter reads a layer by
 duck typing (`get_weights()` and a few attributes), so it takes Keras 3 and
@@ -54,15 +55,21 @@ return_sequences=False) returns zeros as the last output of a padded row
 rows (Keras' `pad_sequences` pads at the front by default) and fully masked
 rows have no `lengths` equivalent.
 """
-import numpy as np
+from __future__ import annotations
 
-from .lstm import LSTM
+from typing import Any, Optional
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
 
 _EXPECTED_ACTIVATIONS = {"activation": "tanh", "recurrent_activation": "sigmoid"}
 
 
-def lstm_from_keras(layer, dtype=None):
-    """A cylstm.LSTM with the weights and semantics of a Keras LSTM layer.
+def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
+                     ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    """(config, state_dict) of a cylstm.LSTM with the weights and semantics of a
+    Keras LSTM layer.
 
     Parameters
     ----------
@@ -74,22 +81,44 @@ def lstm_from_keras(layer, dtype=None):
 
     Returns
     -------
-    cylstm.LSTM with batch_first=True (unless the layer is time-major),
-    bidirectional for a Bidirectional wrapper, bias=use_bias, and padding
-    "carry" or "zeros" so that `model(x, lengths=...)` outputs what Keras
-    outputs at masked steps (see the module docstring).
+    config : dict
+        Keyword arguments of cylstm.LSTM: batch_first=True (unless the layer
+        is time-major), bidirectional for a Bidirectional wrapper,
+        bias=use_bias, and padding "carry" or "zeros" so that `model(x,
+        lengths=...)` outputs what Keras outputs at masked steps (see the
+        module docstring).
+    state_dict : dict of str to ndarray
+        The weights in cylstm's (PyTorch's) names and layout.
 
     Raises
     ------
-    NotImplementedError for settings cylstm does not compute: activation other
-    than tanh, recurrent_activation other than sigmoid, go_backwards=True on a
-    standalone layer, merge_mode other than "concat".
-    TypeError or ValueError when `layer` is not a built LSTM layer.
+    NotImplementedError
+        For settings cylstm does not compute: activation other than tanh,
+        recurrent_activation other than sigmoid, go_backwards=True on a
+        standalone layer, merge_mode other than "concat".
+    TypeError, ValueError
+        When `layer` is not a built LSTM layer.
 
+    Notes
+    -----
     Weights are copied: later changes to the layer do not reach the model.
     `stateful`, `dropout`, `recurrent_dropout`, `unroll`, `return_sequences`
     and `return_state` change no weight and are accepted (dropout acts only in
     training; a stateful layer's carried state is passed as `hx`).
+
+    Examples
+    --------
+    >>> import keras
+    >>> from cylstm.keras_io import parts_from_keras
+    >>> layer = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True))
+    >>> layer.build((None, 5, 3))
+    >>> config, state_dict = parts_from_keras(layer)
+    >>> config["bidirectional"], config["padding"], config["batch_first"]
+    (True, 'zeros', True)
+    >>> {name: weight.shape for name, weight in state_dict.items()}
+    {'weight_ih_l0': (16, 3), 'weight_hh_l0': (16, 4), 'bias_ih_l0': (16,), 'bias_hh_l0': (16,),
+     'weight_ih_l0_reverse': (16, 3), 'weight_hh_l0_reverse': (16, 4),
+     'bias_ih_l0_reverse': (16,), 'bias_hh_l0_reverse': (16,)}
     """
     halves = _directions(layer)
     for name, half in halves:
@@ -106,14 +135,28 @@ def lstm_from_keras(layer, dtype=None):
     state = {}
     for direction, (kernel, recurrent_kernel, keras_bias) in enumerate(weights):
         state.update(_torch_layout(kernel, recurrent_kernel, keras_bias, direction))
-    return LSTM._from_parts(config, state)
+    return config, state
 
 
-def lengths_from_mask(mask):
+def lengths_from_mask(mask: ArrayLike) -> NDArray[np.int64]:
     """The `lengths` (B,) of a Keras mask (B, T) that keeps each row's first steps.
 
-    Raises ValueError for a mask cylstm cannot express: a row with a hole, a
-    pre-padded row (masked steps before valid ones) or a fully masked row.
+    Raises
+    ------
+    ValueError
+        For a mask cylstm cannot express: a row with a hole, a pre-padded row
+        (masked steps before valid ones) or a fully masked row.
+
+    Examples
+    --------
+    >>> from cylstm.keras_io import lengths_from_mask
+    >>> lengths = lengths_from_mask([[1, 1, 1, 0], [1, 0, 0, 0]])
+    >>> lengths.tolist(), lengths.dtype
+    ([3, 1], dtype('int64'))
+    >>> lengths_from_mask([[0, 1, 1, 1]])
+    Traceback (most recent call last):
+    ...
+    ValueError: mask rows [0] do not keep a non-empty run of first steps; ...
     """
     mask = np.asarray(mask)
     if mask.ndim != 2:

@@ -1,6 +1,6 @@
 """A one-layer LSTM forward pass in plain NumPy.
 
-This is the NumPy baseline of ``cylstm.benchmark`` and the reference that ``python -m cylstm``
+This is the NumPy baseline of ``cylstm.bench`` and the reference that ``python -m cylstm``
 checks the compiled kernel against. It is written the way a careful NumPy user would write it,
 so that the benchmark compares against a fair opponent rather than a straw man:
 

@@ -9,17 +9,24 @@ reordered once, when a model is read or written.
 `run_onnx_semantics` needs nothing but NumPy.
 
 onnxruntime (1.32, CPU) runs its LSTM in float32 only and only with layout=0, so
-`lstm_to_onnx` always writes layout=0 nodes; a batch_first model gets Transposes around them.
+`onnx_from_parts` (LSTM.to_onnx) always writes layout=0 nodes; a batch_first model gets Transposes around them.
 """
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from ._atomic import atomic_write
+from ._params import checked_state_dict, config_from_dict
 from ._onnx_tensors import open_regular_file, tensor_to_array
 from ._validation import check_dtype
 
-__all__ = ["lstm_from_onnx", "lstm_to_onnx", "run_onnx_semantics"]
+__all__ = ["onnx_from_parts", "parts_from_onnx", "run_onnx_semantics"]
 
 # Gate block k of one layout is block ORDER[k] of the other.
 _TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)  # i, f, g(=c), o  taken from  i, o, f, c
@@ -68,8 +75,10 @@ def _suffix(layer, direction):
 
 # -- reading -------------------------------------------------------------------------------
 
-def lstm_from_onnx(path_or_model, dtype=None):
-    """Build a cylstm.LSTM from the LSTM node(s) of an ONNX model.
+def parts_from_onnx(path_or_model: Union[str, os.PathLike[str], bytes, Any],
+                    dtype: Optional[DTypeLike] = None,
+                    ) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    """(config, state_dict) of the LSTM node(s) of an ONNX model, for LSTM.from_onnx.
 
     Parameters
     ----------
@@ -80,7 +89,7 @@ def lstm_from_onnx(path_or_model, dtype=None):
 
     One LSTM node gives a one-layer model; a chain of LSTM nodes, each reading the previous
     one's Y after the usual reshape (Transpose [0, 2, 1, 3] + Reshape [0, 0, -1] as written by
-    `lstm_to_onnx`, or Squeeze of the direction axis for a forward LSTM), gives a stacked one.
+    `LSTM.to_onnx`, or Squeeze of the direction axis for a forward LSTM), gives a stacked one.
     A Transpose [1, 0, 2] in front of the first node, or layout=1, makes it batch_first.
     Nodes that are not LSTMs are ignored: the result is the LSTM part of the graph. The
     weights must be constants (initializers or Constant nodes). B may be absent (zero biases;
@@ -100,10 +109,22 @@ def lstm_from_onnx(path_or_model, dtype=None):
     only from regular files inside the model's folder (symlinks resolved), and only the
     bytes that the tensor's shape calls for; a model given as bytes or a ModelProto with
     external data is refused, never read from the current directory.
-    """
-    from .lstm import LSTM  # here, so that lstm.py may import this module at its top
 
-    onnx = _import_onnx("lstm_from_onnx")
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cylstm
+    >>> from cylstm.onnx_io import parts_from_onnx
+    >>> proto = cylstm.LSTM(3, 4, num_layers=2, batch_first=True, seed=0).to_onnx()
+    >>> config, state_dict = parts_from_onnx(proto)
+    >>> config["num_layers"], config["batch_first"], config["dtype"]
+    (2, True, 'float32')
+    >>> parts_from_onnx(b"not onnx")
+    Traceback (most recent call last):
+    ...
+    ValueError: <bytes>: ...
+    """
+    onnx = _import_onnx("from_onnx")
     if dtype is not None:
         dtype = check_dtype(dtype)
     proto, label, folder = _model_proto(onnx, path_or_model)
@@ -111,7 +132,8 @@ def lstm_from_onnx(path_or_model, dtype=None):
         config, state = _model_parts(_Graph(proto.graph, folder))
         if dtype is not None:
             config["dtype"] = dtype.name
-        return LSTM._from_parts(config, state)
+        # Checked here, so that an error names the model it came from.
+        return config, checked_state_dict(config_from_dict(config), state)
     except NotImplementedError as exc:
         raise NotImplementedError(f"{label}: {exc}") from exc
     except ValueError as exc:
@@ -435,7 +457,7 @@ def _lstm_chain(graph):
         raise ValueError(
             f"the graph has {len(nodes)} LSTM nodes that are not one chain of stacked layers "
             f"({len(bottoms)} of them read no other LSTM's output through the Transpose + "
-            "Reshape (or Squeeze) that lstm_to_onnx writes); cylstm cannot map it")
+            "Reshape (or Squeeze) that LSTM.to_onnx writes); cylstm cannot map it")
     order = [bottoms[0]]
     while order[-1] in above:
         order.append(above[order[-1]])
@@ -544,8 +566,12 @@ def _check_layers_agree(layers):
 
 # -- writing -------------------------------------------------------------------------------
 
-def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_state=False):
-    """An onnx.ModelProto that computes `model` (and saved to `path` if given).
+def onnx_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any],
+                    path: Union[str, os.PathLike[str], None] = None,
+                    opset: Optional[int] = None, *, sequence_lens: bool = True,
+                    initial_state: bool = False, description: str = "cylstm.LSTM") -> Any:
+    """An onnx.ModelProto that computes the model of `config` and `state_dict` (and
+    saved to `path` if given); `description` becomes the graph's doc string.
 
     One ONNX LSTM node per layer (layout=0, which is what onnxruntime runs), with W, R and
     B (B only if model.bias) reordered to ONNX's gate order i, o, f, c.
@@ -574,17 +600,30 @@ def lstm_to_onnx(model, path=None, opset=None, *, sequence_lens=True, initial_st
     weights are stored inside the file, so a model whose graph exceeds protobuf's 2 GB
     limit raises ValueError (ONNX would need external data files; cylstm does not write
     them, as a pair of files cannot be replaced atomically).
-    """
-    from .lstm import LSTM
 
-    onnx = _import_onnx("lstm_to_onnx")
-    if not isinstance(model, LSTM):
-        raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
-    _check_exportable(model)
+    Examples
+    --------
+    >>> import cylstm
+    >>> from cylstm.onnx_io import onnx_from_parts
+    >>> model = cylstm.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0)
+    >>> proto = onnx_from_parts(model.config(), model.state_dict(), initial_state=True)
+    >>> [node.op_type for node in proto.graph.node if node.op_type == "LSTM"]
+    ['LSTM', 'LSTM']
+    >>> [graph_input.name for graph_input in proto.graph.input]
+    ['X', 'sequence_lens', 'initial_h', 'initial_c']
+    >>> onnx_from_parts({**model.config(), "padding": "carry"}, model.state_dict())
+    Traceback (most recent call last):
+    ...
+    NotImplementedError: ...
+    """
+    onnx = _import_onnx("to_onnx")
+    spec = config_from_dict(config)
+    _check_exportable(spec)
     opset = _check_opset(onnx, opset)
-    # Export a validated copy: the user's attributes may have been given any array.
-    model = LSTM._from_parts(model.config(), model.state_dict())
-    graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state))
+    # The model's parameters and configuration as attributes, checked.
+    model = SimpleNamespace(**spec._asdict(), num_directions=spec.num_directions,
+                            **checked_state_dict(spec, state_dict))
+    graph = _build_graph(onnx, model, bool(sequence_lens), bool(initial_state), description)
     opset_imports = [onnx.helper.make_opsetid("", opset)]
     proto = onnx.helper.make_model(graph, opset_imports=opset_imports,
                                    producer_name="cylstm", producer_version=_version())
@@ -648,7 +687,7 @@ def _onnx_layer_weights(model, layer):
     return W, R, (np.stack(B).astype(model.dtype) if B else None)
 
 
-def _build_graph(onnx, model, with_sequence_lens, with_initial_state):
+def _build_graph(onnx, model, with_sequence_lens, with_initial_state, description):
     """The GraphProto: [Transpose] -> (LSTM -> Transpose -> Reshape) per layer -> [Transpose]."""
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     H, dirs, L = model.hidden_size, model.num_directions, model.num_layers
@@ -696,7 +735,7 @@ def _build_graph(onnx, model, with_sequence_lens, with_initial_state):
     inputs, outputs = _graph_inputs_and_outputs(onnx, model, with_sequence_lens,
                                                 with_initial_state)
     return helper.make_graph(nodes, "cylstm_lstm", inputs, outputs, initializers,
-                             doc_string=f"cylstm {model!r}")
+                             doc_string=description)
 
 
 def _graph_inputs_and_outputs(onnx, model, with_sequence_lens, with_initial_state):
@@ -736,7 +775,10 @@ def _layer_initial_states(helper, numpy_helper, nodes, initializers, layer, dirs
 
 # -- running with ONNX's shapes ------------------------------------------------------------
 
-def run_onnx_semantics(model, X, sequence_lens=None, initial_h=None, initial_c=None):
+def run_onnx_semantics(model: Any, X: ArrayLike, sequence_lens: Optional[ArrayLike] = None,
+                       initial_h: Optional[ArrayLike] = None,
+                       initial_c: Optional[ArrayLike] = None,
+                       ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any]]:
     """Run a one-layer `model` as ONNX's LSTM operator would: (Y, Y_h, Y_c) in ONNX layouts.
 
     A drop-in for an onnxruntime session over one LSTM node; layout is 1 if
@@ -747,6 +789,18 @@ def run_onnx_semantics(model, X, sequence_lens=None, initial_h=None, initial_c=N
       Y          layout 0: (T, dirs, B, H)        layout 1: (B, T, dirs, H)
     sequence_lens (B,) ints in [1, T]; Y is zero past each row's length. A missing
     initial_h or initial_c is zeros. Needs only NumPy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cylstm
+    >>> from cylstm.onnx_io import run_onnx_semantics
+    >>> model = cylstm.LSTM(3, 4, bidirectional=True, padding="carry", seed=0)
+    >>> Y, Y_h, Y_c = run_onnx_semantics(model, np.ones((5, 2, 3)), sequence_lens=[5, 2])
+    >>> Y.shape, Y_h.shape
+    ((5, 2, 2, 4), (2, 2, 4))
+    >>> bool(Y[2:, :, 1].any())                  # zeros past the length, whatever the padding
+    False
     """
     if model.num_layers != 1:
         raise ValueError(

@@ -1,11 +1,17 @@
 """Streaming: feed a sequence in pieces and get the same outputs as in one call."""
+from __future__ import annotations
+
 import threading
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import _lstm
+from . import _walk
 from ._validation import as_real_array
-from .lstm import _kernel_input, _new_output, check_state_pair
+
+if TYPE_CHECKING:
+    from ._typing import FloatArray, State, StateLike
 
 
 class LSTMStream:
@@ -26,9 +32,43 @@ class LSTMStream:
     A stream may be shared between threads: calls, `reset()` and `state` take
     a lock, so each chunk runs whole against the state the previous one left
     (in whatever order the threads arrive).
+
+    Parameters
+    ----------
+    model : cylstm.LSTM
+        A model that is not bidirectional; it is read, never changed.
+
+    Raises
+    ------
+    ValueError
+        For a bidirectional model, whose backward direction needs the whole
+        sequence.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import cylstm
+    >>> model = cylstm.LSTM(3, 4, num_layers=2, seed=0, dtype=np.float64)
+    >>> x = np.ones((6, 2, 3))
+    >>> stream = model.stream()
+    >>> first, rest = stream(x[:1]), stream(x[1:])
+    >>> first.shape, rest.shape
+    ((1, 2, 4), (5, 2, 4))
+    >>> output, (h_n, c_n) = model(x)
+    >>> np.allclose(rest, output[1:], rtol=0, atol=1e-12)
+    True
+    >>> h, c = stream.state
+    >>> np.allclose(h, h_n, rtol=0, atol=1e-12), h.shape
+    (True, (2, 2, 4))
+    >>> stream(np.ones((1, 3, 3)))
+    Traceback (most recent call last):
+    ...
+    ValueError: chunk must continue the stream's batch size 2, got batch size 3 ...
     """
 
-    def __init__(self, model):
+    # model is a cylstm.LSTM; typed Any, as importing model.py here, even for the
+    # type checker only, would close an import circle.
+    def __init__(self, model: Any) -> None:
         if model.bidirectional:
             raise ValueError(
                 "a bidirectional model cannot stream: its backward direction needs the "
@@ -37,25 +77,48 @@ class LSTMStream:
         self._lock = threading.Lock()
         self._clear()
 
-    def reset(self):
-        """Start over from the zero state."""
+    def reset(self) -> None:
+        """Start over from the zero state.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cylstm
+        >>> stream = cylstm.LSTM(3, 4, seed=0).stream()
+        >>> x = np.ones((2, 3), np.float32)            # unbatched (t, D)
+        >>> first = stream(x)
+        >>> stream.reset()
+        >>> stream.state is None, np.array_equal(stream(x), first)
+        (True, True)
+        """
         with self._lock:
             self._clear()
 
-    def _clear(self):
+    def _clear(self) -> None:
         self._given = None      # a state set by the user, checked at the next chunk
         self._h = self._c = None  # per layer (B, H_out) and (B, H), once a chunk has run
         self._batch = self._unbatched = None
 
-    def __call__(self, chunk):
-        """Run the next time steps; return their outputs."""
+    def __call__(self, chunk: ArrayLike) -> FloatArray:
+        """Run the next time steps; return their outputs.
+
+        Parameters
+        ----------
+        chunk : array_like
+            (t, B, D), (B, t, D) with batch_first, or unbatched (t, D).
+
+        Returns
+        -------
+        ndarray
+            The outputs of these t steps, laid out as the chunk.
+        """
         with self._lock:
             return self._advance(chunk)
 
     def _advance(self, chunk):
-        model = self.model
-        x_time_major, unbatched, batch_first = model._time_major("chunk", chunk)
-        steps, batch = x_time_major.shape[:2]
+        config = self.model._config
+        x_time_major, unbatched, batch_first = _walk.time_major(config, "chunk", chunk)
+        batch = x_time_major.shape[1]
         if self._h is None:
             self._start(batch, unbatched)
         elif (batch, unbatched) != (self._batch, self._unbatched):
@@ -63,22 +126,15 @@ class LSTMStream:
                 f"chunk must continue the stream's {self._describe(self._batch, self._unbatched)}"
                 f", got {self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
                 "call reset() to start another")
-
-        # Every layer's weights are checked before the first one changes the state.
-        weights = [model._kernel_parameters(layer, 0) for layer in range(model.num_layers)]
-        layer_input = _kernel_input(x_time_major)
-        for layer, (w_ih, w_hh, bias, w_hr) in enumerate(weights):
-            last = layer == model.num_layers - 1
-            output, output_time_major = _new_output(
-                steps, batch, model.output_size, model.dtype, batch_first and last, False)
-            _lstm.forward_layer(layer_input, w_ih, w_hh, bias, self._h[layer],
-                                self._c[layer], output_time_major, w_hr=w_hr)
-            layer_input = output_time_major
+        weights = _walk.kernel_weights(self.model, config)
+        output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
+                                  batch_first=batch_first)
         return output[:, 0] if unbatched else output
 
     def _start(self, batch, unbatched):
         """The per-layer state for a stream of this batch, from the given state or zeros."""
-        h0, c0 = self.model._initial_states(self._given, batch, unbatched, name="state")
+        h0, c0 = _walk.initial_states(self.model._config, self._given, batch, unbatched,
+                                      name="state")
         self._h = [np.array(h, order="C") for h in h0]  # the kernel updates them in place
         self._c = [np.array(c, order="C") for c in c0]
         self._batch, self._unbatched, self._given = batch, unbatched, None
@@ -88,11 +144,25 @@ class LSTMStream:
         return "unbatched input" if unbatched else f"batch size {batch}"
 
     @property
-    def state(self):
+    def state(self) -> Optional[State]:
         """(h, c) after the last chunk, shaped as the model's (h_n, c_n); None before.
 
         A copy: later chunks do not change what was read. Setting it (checked
         as `hx` is) restarts the stream from that state; None from zeros.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import cylstm
+        >>> model = cylstm.LSTM(3, 4, seed=0, dtype=np.float64)
+        >>> x = np.ones((4, 1, 3))
+        >>> stream = model.stream()
+        >>> _ = stream(x[:2])
+        >>> saved = stream.state
+        >>> later = stream(x[2:])
+        >>> stream.state = saved                      # go back two steps
+        >>> np.array_equal(stream(x[2:]), later)
+        True
         """
         with self._lock:
             if self._h is None:
@@ -103,7 +173,7 @@ class LSTMStream:
             return h, c
 
     @state.setter
-    def state(self, value):
+    def state(self, value: StateLike) -> None:
         given = None if value is None else self._checked_state(value)
         with self._lock:
             self._clear()
@@ -116,7 +186,7 @@ class LSTMStream:
         agree on it here and the chunk must match it.
         """
         model = self.model
-        check_state_pair("state", value)
+        _walk.check_state_pair("state", value)
         layers = model.num_layers
         states = []
         for position, (part, features) in enumerate(

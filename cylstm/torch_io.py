@@ -4,28 +4,67 @@ cylstm's parameter names and layouts are torch.nn.LSTM's, so a torch module or
 state dict maps one to one; `model.state_dict()` goes back with
 `torch.from_numpy`.
 """
+from __future__ import annotations
+
 import re
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from .lstm import LSTM, _some
+from ._params import some as _some
 
 ARCHITECTURE_KEYS = ("input_size", "hidden_size", "num_layers", "bias",
                      "bidirectional", "proj_size")
 
 
-def lstm_from_torch(source, **config):
-    """An LSTM with the configuration and weights of a torch.nn.LSTM or its state dict.
+def parts_from_torch(source: Any, **config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, state_dict) of a torch.nn.LSTM or its state dict, for LSTM.from_torch.
 
-    `source` is a torch.nn.LSTM module, or a mapping of torch's parameter
-    names to tensors or arrays (the architecture is read off the names and
-    shapes). `config` sets what weights cannot tell (batch_first, padding,
-    dtype, num_threads) and may repeat architecture arguments, which must then
-    agree. The dtype defaults to float64 for float64 weights, else float32.
     Dropout between layers is a training-time feature and is not applied (a
     module with dropout > 0 says so in a warning).
+
+    Parameters
+    ----------
+    source : torch.nn.LSTM or mapping of str to array_like
+        A module, or a mapping of torch's parameter names to tensors or
+        arrays (the architecture is read off the names and shapes).
+    **config
+        What weights cannot tell (batch_first, padding, dtype); architecture
+        arguments may be repeated and must then agree with the weights. The
+        dtype defaults to float64 for float64 weights, else float32.
+
+    Returns
+    -------
+    config : dict
+        Keyword arguments of cylstm.LSTM.
+    state_dict : dict
+        The weights by name, as given (LSTM.from_torch checks and copies them).
+
+    Raises
+    ------
+    TypeError
+        If `source` is neither a torch.nn.LSTM nor a mapping.
+    ValueError
+        For names or shapes that are not an LSTM's, or arguments that
+        disagree with the weights.
+
+    Examples
+    --------
+    No torch is needed for a state dict of arrays:
+
+    >>> import numpy as np
+    >>> from cylstm.torch_io import parts_from_torch
+    >>> weights = {"weight_ih_l0": np.zeros((16, 3)), "weight_hh_l0": np.zeros((16, 4))}
+    >>> config, state_dict = parts_from_torch(weights, batch_first=True)
+    >>> config
+    {'batch_first': True, 'input_size': 3, 'hidden_size': 4, 'num_layers': 1, 'bias': False,
+     'bidirectional': False, 'proj_size': 0, 'dtype': <class 'numpy.float64'>}
+    >>> parts_from_torch(weights, hidden_size=5)
+    Traceback (most recent call last):
+    ...
+    ValueError: hidden_size=5 disagrees with the weights, which have hidden_size=4
     """
     if _is_module(source):
         architecture = _module_architecture(source)
@@ -45,8 +84,46 @@ def lstm_from_torch(source, **config):
     if "dtype" not in config:
         config["dtype"] = np.float64 if _dtype_name(state_dict["weight_ih_l0"]) == "float64" \
             else np.float32
-    num_threads = config.pop("num_threads", None)
-    return LSTM._from_parts(config, state_dict, num_threads)
+    return config, state_dict
+
+
+def torch_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
+    """A torch.nn.LSTM (float32 or float64 as the config says) holding these weights.
+
+    Parameters
+    ----------
+    config : mapping
+        Every key of cylstm.LSTM.config() but padding, which torch lacks.
+    state_dict : mapping of str to array_like
+        The weights in torch's names; copied into the module.
+
+    Returns
+    -------
+    torch.nn.LSTM
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cylstm.torch_io import torch_from_parts
+    >>> config = {"input_size": 3, "hidden_size": 4, "num_layers": 1, "bias": False,
+    ...           "batch_first": False, "bidirectional": False, "proj_size": 0,
+    ...           "dtype": "float64"}
+    >>> weights = {"weight_ih_l0": np.ones((16, 3)), "weight_hh_l0": np.zeros((16, 4))}
+    >>> module = torch_from_parts(config, weights)
+    >>> module
+    LSTM(3, 4, bias=False)
+    >>> module.weight_ih_l0.dtype, float(module.weight_ih_l0.detach().sum())
+    (torch.float64, 48.0)
+    """
+    import torch
+
+    module = torch.nn.LSTM(
+        config["input_size"], config["hidden_size"], config["num_layers"], bias=config["bias"],
+        batch_first=config["batch_first"], bidirectional=config["bidirectional"],
+        proj_size=config["proj_size"], dtype=getattr(torch, str(np.dtype(config["dtype"]))))
+    module.load_state_dict({name: torch.from_numpy(np.array(value))
+                            for name, value in state_dict.items()})
+    return module
 
 
 def _is_module(source):
@@ -72,11 +149,26 @@ def _module_architecture(module):
     return {key: getattr(module, key) for key in ARCHITECTURE_KEYS}
 
 
-def architecture_of(state_dict):
+def architecture_of(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """input_size, hidden_size, num_layers, bias, bidirectional, proj_size from torch's names.
 
     Reads only the shapes of weight_ih_l0 and weight_hr_l0 and the names; the
     full check of every entry is load_state_dict's.
+
+    Raises
+    ------
+    ValueError
+        Without weight_ih_l0 and weight_hh_l0, for a weight_ih_l0 of a shape
+        that is not (4H, D), or for layers not numbered 0, 1, 2, ...
+
+    Examples
+    --------
+    >>> import cylstm
+    >>> from cylstm.torch_io import architecture_of
+    >>> model = cylstm.LSTM(3, 8, num_layers=2, proj_size=2, bidirectional=True)
+    >>> architecture_of(model.state_dict())
+    {'input_size': 3, 'hidden_size': 8, 'num_layers': 2, 'bias': True, 'bidirectional': True,
+     'proj_size': 2}
     """
     if "weight_ih_l0" not in state_dict or "weight_hh_l0" not in state_dict:
         raise ValueError(

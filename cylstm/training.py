@@ -12,77 +12,48 @@ cell states (T x B x H), about T x B x 5H values, plus each layer's output
 the input, the initial state and the weights, so that changing them before
 `backward` does not change the gradients.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Optional
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
-from . import _lstm
+from . import _lstm, _walk
+from ._params import layer_layout, parameter_shapes
 from ._validation import as_real_array, check_shape
-from .lstm import carry_last_valid, padded_steps
+
+if TYPE_CHECKING:
+    from ._params import Config
+    from ._typing import FloatArray, State, StateLike
 
 
-def forward_train(model, x, hx=None, lengths=None):
+def forward_train(model: Any, config: Config, x: ArrayLike, hx: StateLike = None,
+                  lengths: Optional[ArrayLike] = None) -> tuple[FloatArray, State, Backward]:
     """Run `model` on x like `model(x, hx, lengths)` and return a `Backward` too."""
-    inputs = model._prepare(x, hx, lengths)
-    # Own copies: the caller may overwrite x and hx before calling backward.
-    inputs = inputs._replace(h0=np.array(inputs.h0), c0=np.array(inputs.c0))
-    x_time_major = np.array(inputs.x_time_major, order="C")
-    steps, batch = x_time_major.shape[:2]
-    if inputs.lengths is not None:
+    call = _walk.prepare(config, x, hx, lengths)
+    # Own copies: the caller may overwrite x, hx and the weights before backward.
+    call = call._replace(h0=np.array(call.h0), c0=np.array(call.c0))
+    x_time_major = np.array(call.x_time_major, order="C")
+    steps = x_time_major.shape[0]
+    if call.lengths is not None:
         # The weight gradient is one product over all T x B rows: padded steps
         # must hold zeros there, whatever the user padded with (NaN is common).
-        x_time_major[padded_steps(steps, inputs.lengths)] = 0
-    width, directions = model.output_size, model.num_directions
-    allocate = np.zeros if inputs.lengths is not None else np.empty  # zero past lengths
-    dtype = model.dtype
-    h_n, c_n = np.empty_like(inputs.h0), np.empty_like(inputs.c0)
-    layers = []
-    layer_input = x_time_major
-    for layer in range(model.num_layers):
-        output = allocate((steps, batch, directions * width), dtype)
-        kept = []
-        for direction in range(directions):
-            index = layer * directions + direction
-            weights = [None if w is None else np.array(w)
-                       for w in model._kernel_parameters(layer, direction)]
-            w_ih, w_hh, bias, w_hr = weights
-            act = allocate((steps, batch, 4 * model.hidden_size), dtype)
-            cells = np.empty((steps, batch, model.hidden_size), dtype)
-            h = np.array(inputs.h0[index], order="C")
-            c = np.array(inputs.c0[index], order="C")
-            _lstm.forward_layer(layer_input, w_ih, w_hh, bias, h, c,
-                                output[:, :, direction * width:(direction + 1) * width],
-                                w_hr=w_hr, lengths=inputs.lengths, reverse=direction == 1,
-                                keep_act=act, keep_c=cells)
-            h_n[index], c_n[index] = h, c
-            kept.append(KeptDirection(w_ih, w_hh, w_hr, act, cells))
-        layers.append(KeptLayer(layer_input, output, kept))
-        layer_input = output
+        x_time_major[_walk.padded_steps(steps, call.lengths)] = 0
+    weights = _walk.kernel_weights(model, config, copy=True)
+    h_n, c_n = np.array(call.h0, order="C"), np.array(call.c0, order="C")  # final states
+    _, last_output, layers = _walk.walk(config, weights, x_time_major, list(h_n), list(c_n),
+                                        call.lengths, keep=True)
 
-    result = np.array(layer_input)  # the user's copy; the kept one stays zero-padded
-    if inputs.lengths is not None and model.padding == "carry":
-        carry_last_valid(result[:, :, :width], inputs.lengths)
-    if inputs.batch_first:
+    result = np.array(last_output)  # the user's copy; the kept one stays zero-padded
+    if call.lengths is not None and config.padding == "carry":
+        _walk.carry_last_valid(result[:, :, :config.output_size], call.lengths)
+    if call.batch_first:
         result = np.ascontiguousarray(result.transpose(1, 0, 2))
-    if inputs.unbatched:
-        result = result[:, 0]
-        return result, (h_n[:, 0], c_n[:, 0]), Backward(model, inputs, layers, result.shape)
-    backward = Backward(model, inputs, layers, result.shape)
-    return result, (h_n, c_n), backward
-
-
-class KeptDirection:
-    """What one direction of one layer keeps for backpropagation."""
-
-    def __init__(self, w_ih, w_hh, w_hr, act, cells):
-        self.w_ih, self.w_hh, self.w_hr = w_ih, w_hh, w_hr
-        self.act = act  # (T, B, 4H) i, f, g, o; overwritten by the backward pass
-        self.cells = cells  # (T, B, H)
-
-
-class KeptLayer:
-    def __init__(self, layer_input, output, directions):
-        self.input = layer_input  # (T, B, D_k) time-major, contiguous
-        self.output = output  # (T, B, dirs * H_out), zero past each row's length
-        self.directions = directions
+    if call.unbatched:
+        result, h_n, c_n = result[:, 0], h_n[:, 0], c_n[:, 0]
+    return result, (h_n, c_n), Backward(config, call, layers, result.shape)
 
 
 class Backward:
@@ -92,22 +63,72 @@ class Backward:
     output) and optionally (dL/dh_n, dL/dc_n), and returns `(grad_x, (grad_h0,
     grad_c0), grads)`: dL/dx in x's shape, dL/dh0 and dL/dc0 in h_n's and
     c_n's shapes, and {parameter name: dL/dparameter} in state_dict order.
+    Made by `LSTM.forward_train`.
     """
 
-    def __init__(self, model, inputs, layers, output_shape):
-        self._model = model
+    def __init__(self, config: Config, inputs: _walk.Call, layers: list[_walk.KeptLayer],
+                 output_shape: tuple[int, ...]) -> None:
+        self._config = config
         self._inputs = inputs
         self._layers = layers
         self._output_shape = output_shape
         self._used = False
 
-    def __call__(self, grad_output, grad_state=None):
+    def __call__(self, grad_output: ArrayLike, grad_state: StateLike = None,
+                 ) -> tuple[FloatArray, State, dict[str, FloatArray]]:
+        """Backpropagate dL/d(output) (and dL/d(h_n, c_n)) through the forward pass.
+
+        Parameters
+        ----------
+        grad_output : array_like
+            dL/d(output), in the shape of output.
+        grad_state : (grad_h_n, grad_c_n), optional
+            dL/dh_n and dL/dc_n in the shapes of h_n and c_n; zeros if omitted.
+
+        Returns
+        -------
+        grad_x : ndarray
+            dL/dx in x's shape (zero at padded steps).
+        (grad_h0, grad_c0) : tuple of ndarray
+            dL/dh0 and dL/dc0, in the shapes of h_n and c_n.
+        grads : dict of str to ndarray
+            {parameter name: dL/dparameter}, in state_dict order.
+
+        Raises
+        ------
+        RuntimeError
+            On a second call: the kept activations are used as scratch.
+        TypeError, ValueError
+            For gradients of the wrong type or shape, naming them.
+
+        Examples
+        --------
+        The gradient of sum(output) agrees with a finite difference:
+
+        >>> import numpy as np
+        >>> import cylstm
+        >>> model = cylstm.LSTM(3, 4, num_layers=2, seed=0, dtype=np.float64)
+        >>> x = np.linspace(-1, 1, 30).reshape(5, 2, 3)
+        >>> output, _, backward = model.forward_train(x)
+        >>> grad_x, (grad_h0, grad_c0), grads = backward(np.ones_like(output))
+        >>> step = np.zeros_like(x)
+        >>> step[0, 1, 2] = 1e-6
+        >>> difference = (model(x + step)[0].sum() - model(x - step)[0].sum()) / 2e-6
+        >>> bool(abs(difference - grad_x[0, 1, 2]) < 1e-8)
+        True
+        >>> grads["weight_hh_l1"].shape
+        (16, 4)
+        >>> backward(np.ones_like(output))
+        Traceback (most recent call last):
+        ...
+        RuntimeError: backward() can run once per forward_train(): ...
+        """
         if self._used:
             raise RuntimeError(
                 "backward() can run once per forward_train(): it reuses the kept "
                 "activations as scratch. Call forward_train() again.")
-        model, inputs = self._model, self._inputs
-        dtype = model.dtype
+        config, inputs = self._config, self._inputs
+        dtype = config.dtype
         grad_output = check_shape(
             "grad_output", as_real_array("grad_output", grad_output, dtype), self._output_shape)
         grad_h_n, grad_c_n = self._state_gradients(grad_state)
@@ -116,15 +137,15 @@ class Backward:
         grad = grad_output[:, None, :] if inputs.unbatched else grad_output
         # aligned too: a C-order view one byte off its item size would reach the kernel as is
         grad = np.require(grad.transpose(1, 0, 2) if inputs.batch_first else grad,
-                          requirements="CA")
-        width, directions = model.output_size, model.num_directions
-        if inputs.lengths is not None and model.padding == "carry":
+                          requirements=("C", "A"))
+        width, directions = config.output_size, config.num_directions
+        if inputs.lengths is not None and config.padding == "carry":
             grad = _fold_carried_gradient(grad, inputs.lengths, width)
 
         grad_h0 = np.empty_like(inputs.h0)
         grad_c0 = np.empty_like(inputs.c0)
         grads = {}
-        for layer in reversed(range(model.num_layers)):
+        for layer in reversed(range(config.num_layers)):
             kept_layer = self._layers[layer]
             grad_input = np.zeros_like(kept_layer.input)
             for direction, kept in enumerate(kept_layer.directions):
@@ -138,16 +159,16 @@ class Backward:
                     grad_c0[index], layer_grads["w_ih"], layer_grads["w_hh"],
                     layer_grads["bias"], w_hr=kept.w_hr, grad_w_hr=layer_grads["w_hr"],
                     lengths=inputs.lengths, reverse=direction == 1)
-                grads.update(_named(model, layer, direction, layer_grads))
+                grads.update(_named(config, layer, direction, layer_grads))
             grad = grad_input
 
         grad_x = grad.transpose(1, 0, 2) if inputs.batch_first else grad
-        grads = {name: grads[name] for name in model._parameter_shapes()}
+        grads = {name: grads[name] for name in parameter_shapes(config)}
         if inputs.unbatched:
             return grad_x[:, 0], (grad_h0[:, 0], grad_c0[:, 0]), grads
         return np.ascontiguousarray(grad_x), (grad_h0, grad_c0), grads
 
-    def _state_gradients(self, grad_state):
+    def _state_gradients(self, grad_state: StateLike) -> Sequence[NDArray[Any]]:
         """(dL/dh_n, dL/dc_n) as fresh (L*dirs, B, .) arrays; zeros if not given."""
         h0, c0 = self._inputs.h0, self._inputs.c0
         if grad_state is None:
@@ -160,7 +181,7 @@ class Backward:
         for position, (name, value, like) in enumerate(
                 (("grad_h_n", grad_state[0], h0), ("grad_c_n", grad_state[1], c0))):
             shape = (like.shape[0], like.shape[2]) if self._inputs.unbatched else like.shape
-            array = as_real_array(name, value, self._model.dtype)
+            array = as_real_array(name, value, self._config.dtype)
             check_shape(f"grad_state[{position}] ({name})", array, shape)
             result.append(np.array(array.reshape(like.shape), order="C"))
         return result
@@ -188,12 +209,12 @@ def _empty_gradients(kept):
     return gradients
 
 
-def _named(model, layer, direction, layer_grads):
+def _named(config, layer, direction, layer_grads):
     """The gradients of one (layer, direction) under the model's parameter names."""
-    names = model._parameter_names(layer, direction)
+    names = [name for name, _ in layer_layout(config, layer, direction)]
     values = [layer_grads["w_ih"], layer_grads["w_hh"]]
-    if model.bias:
+    if config.bias:
         values += [layer_grads["bias"], layer_grads["bias"].copy()]
-    if model.proj_size:
+    if config.proj_size:
         values.append(layer_grads["w_hr"])
     return dict(zip(names, values))

@@ -8,6 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+# The rule's plan in every test (the default; an environment may say otherwise),
+# so that results are the same in every run; tests/test_plans.py measures and
+# forces each strategy itself.
+os.environ["CYLSTM_PLAN"] = "estimate"
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from cylstm import _atomic, benchmark
+from cylstm import _atomic
+from cylstm.bench import cli, report
 from test_benchmark import fake_result
 
 OUTPUTS = ["--json", "--markdown", "--write-baseline", "--png"]
@@ -39,11 +40,11 @@ def _run(tmp_path, monkeypatch, option, target):
     result_path = tmp_path / "result.json"
     result_path.write_text(json.dumps(fake_result()))
     if option == "--json":  # written only after a run: the run returns the fake result
-        monkeypatch.setattr(benchmark, "run", lambda **kwargs: fake_result())
+        monkeypatch.setattr(cli, "run", lambda **kwargs: fake_result())
         argv = ["--no-progress", "--json", str(target)]
     else:
         argv = ["--from-json", str(result_path), option, str(target)]
-    return benchmark.main(argv)
+    return cli.main(argv)
 
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
@@ -69,7 +70,8 @@ def test_benchmark_output_failing_half_way(tmp_path, monkeypatch, option, failur
             opened.append(_FailingFile(file, 10, failure, folder))
             yield opened[-1]
 
-    monkeypatch.setattr(benchmark, "atomic_write", failing_write)
+    monkeypatch.setattr(cli, "atomic_write", failing_write)  # --json, --markdown, baselines
+    monkeypatch.setattr(report, "atomic_write", failing_write)  # --png
     with pytest.raises(type(failure)):
         _run(tmp_path, monkeypatch, option, target)
     # the failure came while a temporary file beside the target held the first bytes

@@ -21,6 +21,7 @@ import dask  # noqa: E402
 
 import cylstm  # noqa: E402
 from cylstm import dask as cylstm_dask  # noqa: E402
+from cylstm._parallel import single_threaded_blas  # noqa: E402
 from modelutil import random_hx, random_input, random_lengths  # noqa: E402
 from reference import reference_model  # noqa: E402
 from testutil import assert_close, tol  # noqa: E402
@@ -216,7 +217,7 @@ def test_blas_limit_holds_until_the_last_concurrent_task_leaves():
     inside, first_in, second_out = [], threading.Event(), threading.Event()
 
     def first():
-        with cylstm_dask._one_blas_thread():
+        with single_threaded_blas():
             first_in.set()
             second_out.wait(10)
             inside.append(blas_threads())  # the other task has left: still limited
@@ -225,7 +226,7 @@ def test_blas_limit_holds_until_the_last_concurrent_task_leaves():
         thread = threading.Thread(target=first)
         thread.start()
         first_in.wait(10)
-        with cylstm_dask._one_blas_thread():
+        with single_threaded_blas():
             inside.append(blas_threads())
         second_out.set()
         thread.join()

@@ -21,7 +21,8 @@ import sys
 import numpy as np
 import pytest
 
-from cylstm.keras_io import lengths_from_mask, lstm_from_keras
+import cylstm
+from cylstm.keras_io import lengths_from_mask
 from testutil import load_golden_cases, tol
 
 if importlib.util.find_spec("torch") is not None:
@@ -132,7 +133,7 @@ def test_golden_file_is_complete():
 def test_converted_model_matches_golden(name):
     case = GOLDEN_CASES[name]
     dtype = case["x"].dtype
-    model = lstm_from_keras(stand_in_from_golden(case))
+    model = cylstm.LSTM.from_keras(stand_in_from_golden(case))
     assert model.dtype == dtype and model.batch_first
     assert model.bidirectional == case["config"]["bidirectional"]
     initial_state = list(case["initial_state"]) if "initial_state" in case else None
@@ -151,14 +152,14 @@ def test_golden_masking_semantics():
     for row, length in enumerate(bidirectional["lengths"]):
         assert not bidirectional["output"][row, length:].any()
         assert np.abs(bidirectional["output"][row, :length]).min() > 0
-    assert lstm_from_keras(stand_in_from_golden(plain)).padding == "carry"
-    assert lstm_from_keras(stand_in_from_golden(bidirectional)).padding == "zeros"
+    assert cylstm.LSTM.from_keras(stand_in_from_golden(plain)).padding == "carry"
+    assert cylstm.LSTM.from_keras(stand_in_from_golden(bidirectional)).padding == "zeros"
 
 
 def test_weights_map_by_transpose_and_bias_goes_to_bias_ih():
     rng = np.random.default_rng(0)
     kernel, recurrent_kernel, bias = random_keras_weights(rng, 3, 2)
-    model = lstm_from_keras(StandInLSTM([kernel, recurrent_kernel, bias], units=2))
+    model = cylstm.LSTM.from_keras(StandInLSTM([kernel, recurrent_kernel, bias], units=2))
     np.testing.assert_array_equal(model.weight_ih_l0, kernel.T)
     np.testing.assert_array_equal(model.weight_hh_l0, recurrent_kernel.T)
     np.testing.assert_array_equal(model.bias_ih_l0, bias)
@@ -169,17 +170,17 @@ def test_weights_map_by_transpose_and_bias_goes_to_bias_ih():
 def test_without_bias_the_model_has_none():
     rng = np.random.default_rng(1)
     layer = StandInLSTM(random_keras_weights(rng, 3, 2, use_bias=False), units=2, use_bias=False)
-    model = lstm_from_keras(layer)
+    model = cylstm.LSTM.from_keras(layer)
     assert not model.bias and "bias_ih_l0" not in model.state_dict()
 
 
 def test_dtype_follows_the_weights_unless_given():
     rng = np.random.default_rng(2)
     weights64 = random_keras_weights(rng, 2, 3, dtype=np.float64)
-    assert lstm_from_keras(StandInLSTM(weights64, units=3)).dtype == np.float64
-    assert lstm_from_keras(StandInLSTM(weights64, units=3), dtype=np.float32).dtype == np.float32
+    assert cylstm.LSTM.from_keras(StandInLSTM(weights64, units=3)).dtype == np.float64
+    assert cylstm.LSTM.from_keras(StandInLSTM(weights64, units=3), dtype=np.float32).dtype == np.float32
     weights16 = [w.astype(np.float16) for w in weights64]
-    assert lstm_from_keras(StandInLSTM(weights16, units=3)).dtype == np.float32
+    assert cylstm.LSTM.from_keras(StandInLSTM(weights16, units=3)).dtype == np.float32
 
 
 def test_weights_are_copied():
@@ -187,7 +188,7 @@ def test_weights_are_copied():
     weights = random_keras_weights(rng, 2, 3)
     layer = StandInLSTM(weights, units=3)
     layer.get_weights = lambda: weights  # hand out the very arrays
-    model = lstm_from_keras(layer)
+    model = cylstm.LSTM.from_keras(layer)
     before = model.weight_ih_l0.copy()
     weights[0][:] = 7
     np.testing.assert_array_equal(model.weight_ih_l0, before)
@@ -204,14 +205,14 @@ REFUSALS = [
 def test_refuses_settings_it_does_not_compute(settings, message):
     rng = np.random.default_rng(4)
     with pytest.raises(NotImplementedError, match=message.replace("(", r"\(")):
-        lstm_from_keras(StandInLSTM(random_keras_weights(rng, 2, 3), units=3, **settings))
+        cylstm.LSTM.from_keras(StandInLSTM(random_keras_weights(rng, 2, 3), units=3, **settings))
 
 
 def test_go_backwards_refusal_says_outputs_are_reversed():
     rng = np.random.default_rng(5)
     layer = StandInLSTM(random_keras_weights(rng, 2, 3), units=3, go_backwards=True)
     with pytest.raises(NotImplementedError, match="time-reversed"):
-        lstm_from_keras(layer)
+        cylstm.LSTM.from_keras(layer)
 
 
 def _bidirectional_stand_in(rng, forward=None, backward=None, **kwargs):
@@ -226,42 +227,42 @@ def _bidirectional_stand_in(rng, forward=None, backward=None, **kwargs):
 def test_refuses_bidirectional_merge_modes_other_than_concat(merge_mode):
     layer = _bidirectional_stand_in(np.random.default_rng(6), merge_mode=merge_mode)
     with pytest.raises(NotImplementedError, match="merge_mode"):
-        lstm_from_keras(layer)
+        cylstm.LSTM.from_keras(layer)
 
 
 def test_refuses_bidirectional_with_settings_cylstm_does_not_compute():
     rng = np.random.default_rng(7)
     with pytest.raises(NotImplementedError, match=r"backward_layer\.activation='relu'"):
-        lstm_from_keras(_bidirectional_stand_in(rng, backward=dict(activation="relu")))
+        cylstm.LSTM.from_keras(_bidirectional_stand_in(rng, backward=dict(activation="relu")))
     with pytest.raises(NotImplementedError, match="go_backwards"):
-        lstm_from_keras(_bidirectional_stand_in(rng, forward=dict(go_backwards=True),
+        cylstm.LSTM.from_keras(_bidirectional_stand_in(rng, forward=dict(go_backwards=True),
                                                 backward=dict(go_backwards=False)))
     uneven = _bidirectional_stand_in(rng)
     uneven.backward_layer = StandInLSTM(random_keras_weights(rng, 2, 4), units=4,
                                         go_backwards=True)
     with pytest.raises(NotImplementedError, match="differ"):
-        lstm_from_keras(uneven)
+        cylstm.LSTM.from_keras(uneven)
 
 
 def test_refuses_what_is_not_a_built_lstm():
     rng = np.random.default_rng(8)
     with pytest.raises(TypeError, match="Keras LSTM"):
-        lstm_from_keras(object())
+        cylstm.LSTM.from_keras(object())
     with pytest.raises(ValueError, match="build it first"):
-        lstm_from_keras(StandInLSTM([], units=3))
+        cylstm.LSTM.from_keras(StandInLSTM([], units=3))
     gru_like = [np.zeros((2, 9), np.float32), np.zeros((3, 9), np.float32),
                 np.zeros(9, np.float32)]
     with pytest.raises(ValueError, match=r"kernel \(2, 9\)"):
-        lstm_from_keras(StandInLSTM(gru_like, units=3))
+        cylstm.LSTM.from_keras(StandInLSTM(gru_like, units=3))
     with pytest.raises(ValueError, match="expected 2 weight arrays"):
-        lstm_from_keras(StandInLSTM(random_keras_weights(rng, 2, 3), units=3, use_bias=False))
+        cylstm.LSTM.from_keras(StandInLSTM(random_keras_weights(rng, 2, 3), units=3, use_bias=False))
 
 
 def test_padding_follows_zero_output_for_mask():
     rng = np.random.default_rng(9)
     weights = random_keras_weights(rng, 2, 3)
-    assert lstm_from_keras(StandInLSTM(weights, units=3)).padding == "carry"
-    assert lstm_from_keras(StandInLSTM(weights, units=3, zero_output_for_mask=True)).padding \
+    assert cylstm.LSTM.from_keras(StandInLSTM(weights, units=3)).padding == "carry"
+    assert cylstm.LSTM.from_keras(StandInLSTM(weights, units=3, zero_output_for_mask=True)).padding \
         == "zeros"
 
 
@@ -342,7 +343,7 @@ def random_inputs(dtype=np.float32, seed=0, states=0):
 def test_matches_keras(keras, bidirectional, use_bias):
     layer = keras_layer(keras, bidirectional, use_bias)
     x, _ = random_inputs()
-    model = lstm_from_keras(layer)
+    model = cylstm.LSTM.from_keras(layer)
     assert model.bias == use_bias and model.bidirectional == bidirectional
     assert_matches(run_as_keras(model, x), run_keras(keras, layer, x), np.float32)
 
@@ -351,7 +352,7 @@ def test_matches_keras(keras, bidirectional, use_bias):
 def test_matches_keras_with_initial_state(keras, bidirectional):
     layer = keras_layer(keras, bidirectional, seed=1)
     x, initial_state = random_inputs(seed=1, states=4 if bidirectional else 2)
-    assert_matches(run_as_keras(lstm_from_keras(layer), x, initial_state=initial_state),
+    assert_matches(run_as_keras(cylstm.LSTM.from_keras(layer), x, initial_state=initial_state),
                    run_keras(keras, layer, x, initial_state=initial_state), np.float32)
 
 
@@ -360,7 +361,7 @@ def test_matches_keras_in_float64(keras):
     in float32 on non-TensorFlow backends (keras.backend.result_type maps float64 to float32)."""
     layer = keras_layer(keras, dtype="float64", seed=2)
     x, _ = random_inputs(np.float64, seed=2)
-    model = lstm_from_keras(layer)
+    model = cylstm.LSTM.from_keras(layer)
     assert model.dtype == np.float64
     assert_matches(run_as_keras(model, x), run_keras(keras, layer, x), np.float64)
 
@@ -369,7 +370,7 @@ def test_matches_keras_in_float64(keras):
 def test_matches_keras_with_a_mask(keras, bidirectional):
     layer = keras_layer(keras, bidirectional, seed=3)
     x, _ = random_inputs(seed=3)
-    model = lstm_from_keras(layer)
+    model = cylstm.LSTM.from_keras(layer)
     assert model.padding == ("zeros" if bidirectional else "carry")
     assert_matches(run_as_keras(model, x, LENGTHS), run_keras(keras, layer, x, MASK),
                    np.float32)
@@ -412,7 +413,7 @@ def test_keras_masking_layer_is_the_mask_argument(keras):
         output = keras.ops.convert_to_numpy(model(x)[0])
         np.testing.assert_allclose(output, run_keras(keras, layer, x, MASK)[0],
                                    **tol(np.float32))
-        ours, _ = lstm_from_keras(layer)(x, lengths=LENGTHS)
+        ours, _ = cylstm.LSTM.from_keras(layer)(x, lengths=LENGTHS)
         np.testing.assert_allclose(ours, output, **tol(np.float32))
 
 
@@ -422,7 +423,7 @@ def test_zero_output_for_mask_on_a_standalone_layer(keras):
     cylstm does not copy; h_n holds the real last output.)"""
     layer = keras_layer(keras, seed=6, zero_output_for_mask=True)
     x, _ = random_inputs(seed=6)
-    model = lstm_from_keras(layer)
+    model = cylstm.LSTM.from_keras(layer)
     assert model.padding == "zeros"
     output, _, states = run_keras(keras, layer, x, MASK)
     ours, (h_n, c_n) = model(x, lengths=LENGTHS)
@@ -440,7 +441,7 @@ def test_stateful_and_dropout_layers_convert(keras):
         lstm.build((B, T, D))
         lstm.set_weights(keras_layer(keras, seed=7).get_weights())
         expected = keras.ops.convert_to_numpy(lstm(x))
-        ours, _ = lstm_from_keras(lstm)(x)
+        ours, _ = cylstm.LSTM.from_keras(lstm)(x)
         np.testing.assert_allclose(ours, expected, err_msg=str(kwargs), **tol(np.float32))
 
 
@@ -453,14 +454,14 @@ def test_real_keras_refusals(keras):
     ]
     for kwargs, message in refusals:
         with pytest.raises(NotImplementedError, match=message):
-            lstm_from_keras(keras_layer(keras, **kwargs))
+            cylstm.LSTM.from_keras(keras_layer(keras, **kwargs))
     summed = keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="sum")
     summed.build((None, T, D))
     with pytest.raises(NotImplementedError, match="merge_mode='sum'"):
-        lstm_from_keras(summed)
+        cylstm.LSTM.from_keras(summed)
     gru = keras.layers.GRU(H)
     gru.build((None, T, D))
     with pytest.raises(ValueError, match="not a plain LSTM|does not hold LSTM weights"):
-        lstm_from_keras(gru)
+        cylstm.LSTM.from_keras(gru)
     with pytest.raises(ValueError, match="build it first"):
-        lstm_from_keras(keras.layers.LSTM(H))
+        cylstm.LSTM.from_keras(keras.layers.LSTM(H))

@@ -338,11 +338,32 @@ def test_parameters_changed_in_place_take_effect(dtype):
 
 def test_assigned_parameter_of_wrong_shape_is_refused():
     model = _model(2, True, P)
-    model.weight_ih_l1 = np.zeros((4 * H, P))  # layer 1 reads 2 * P features
+    before = model(np.ones((T, B, D)))[0]
     with pytest.raises(ValueError, match="weight_ih_l1") as info:
-        model(np.zeros((T, B, D)))
+        model.weight_ih_l1 = np.zeros((4 * H, P))  # layer 1 reads 2 * P features
     assert _contains_run(str(info.value), (4 * H, 2 * P)), str(info.value)
     assert _contains_run(str(info.value), (4 * H, P)), str(info.value)
+    np.testing.assert_array_equal(model(np.ones((T, B, D)))[0], before)  # nothing changed
+
+
+def test_assigned_parameter_is_stored_in_the_model_dtype():
+    model = _model(1, False, 0)  # float64
+    model.bias_ih_l0 = np.arange(4 * H, dtype=np.float32).tolist()
+    assert model.bias_ih_l0.dtype == np.float64 and model.bias_ih_l0.flags.c_contiguous
+    assert model.state_dict()["bias_ih_l0"].dtype == np.float64
+    with pytest.raises(TypeError, match="bias_ih_l0 must be real"):
+        model.bias_ih_l0 = np.zeros(4 * H, complex)
+    with pytest.raises(AttributeError, match="cannot be deleted"):
+        del model.bias_ih_l0
+
+
+@pytest.mark.parametrize("name, value", [("bias", False), ("padding", "zero"),
+                                         ("hidden_size", 3), ("dtype", np.float32)])
+def test_configuration_is_read_only(name, value):
+    model = _model(1, False, 0)
+    with pytest.raises(AttributeError, match=f"{name} is fixed when the model is made"):
+        setattr(model, name, value)
+    assert model.config()[name] == _model(1, False, 0).config()[name]
 
 
 def test_config_and_repr():

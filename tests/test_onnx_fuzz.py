@@ -1,6 +1,6 @@
-"""Fuzz of cylstm.onnx_io.lstm_from_onnx over mutated valid models.
+"""Fuzz of cylstm.onnx_io.LSTM.from_onnx over mutated valid models.
 
-Models written by lstm_to_onnx are mutated (single-bit flips of the file with a fixed seed,
+Models written by LSTM.to_onnx are mutated (single-bit flips of the file with a fixed seed,
 truncations, and field-level edits of the proto: shapes, element types, data, attributes,
 node wiring, Identity cycles), and every mutant must either
 
@@ -48,13 +48,13 @@ def ort():
 
 def base_proto(name):
     model = cylstm.LSTM(D, H, seed=7, **BASES[name])
-    return onnx_io.lstm_to_onnx(model)
+    return model.to_onnx()
 
 
 # -- the oracle --------------------------------------------------------------------------------
 
 class Checker:
-    """Runs one mutant through lstm_from_onnx and checks what comes out; counts outcomes."""
+    """Runs one mutant through LSTM.from_onnx and checks what comes out; counts outcomes."""
 
     def __init__(self, ort, base):
         self.ort = ort
@@ -62,11 +62,11 @@ class Checker:
         self.counts = {"refused": 0, "matched onnxruntime": 0, "matched reference": 0}
 
     def check(self, source, label, proto, what):
-        """`source` is given to lstm_from_onnx; `proto` is the same model as a ModelProto
+        """`source` is given to LSTM.from_onnx; `proto` is the same model as a ModelProto
         (for the oracle; None if the bytes do not parse)."""
         try:
             with time_limit(SECONDS_PER_CASE):
-                model = onnx_io.lstm_from_onnx(source)
+                model = cylstm.LSTM.from_onnx(source)
         except (ValueError, NotImplementedError) as exc:
             assert str(exc).startswith(label + ": "), (what, exc)
             self.counts["refused"] += 1
@@ -440,7 +440,7 @@ def huge_claims_main(folder):
     for description, source, label in cases:
         with time_limit(SECONDS_PER_CASE):
             try:
-                onnx_io.lstm_from_onnx(source)
+                cylstm.LSTM.from_onnx(source)
             except (ValueError, NotImplementedError) as exc:
                 assert str(exc).startswith(label + ": "), (description, exc)
             else:

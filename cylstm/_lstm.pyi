@@ -1,0 +1,61 @@
+# Types of the compiled kernels, cylstm/_lstm.pyx (see its docstrings for the
+# shapes). Each kernel is fused over float32 and float64: every array of one
+# call has the same dtype, which _F says. The arrays may be any buffer; cylstm
+# passes ndarrays. Keep this in step with the `def` entries of the .pyx.
+from typing import Optional, Tuple, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+_F = TypeVar("_F", np.float32, np.float64)
+
+# The batch size from which forward_layer keeps gates and state in the column layout.
+COLUMN_LAYOUT_MIN_BATCH: int
+# The ways forward_layer can run the per-step product (its `strategy`).
+STRATEGIES: Tuple[str, ...]
+
+def simd_path() -> str: ...
+def default_strategy(steps: int, batch: int) -> str: ...
+def default_chunk_bytes() -> int: ...
+def forward_layer(
+    x: NDArray[_F],
+    w_ih: NDArray[_F],
+    w_hh: NDArray[_F],
+    bias: NDArray[_F],
+    h: NDArray[_F],
+    c: NDArray[_F],
+    out: NDArray[_F],
+    *,
+    w_hr: Optional[NDArray[_F]] = None,
+    lengths: Optional[ArrayLike] = None,
+    reverse: bool = False,
+    keep_act: Optional[NDArray[_F]] = None,
+    keep_c: Optional[NDArray[_F]] = None,
+    strategy: Optional[str] = None,
+    chunk_bytes: Optional[int] = None,
+    _gate_math: bool = True,
+) -> None: ...
+def backward_layer(
+    x: NDArray[_F],
+    w_ih: NDArray[_F],
+    w_hh: NDArray[_F],
+    h0: NDArray[_F],
+    c0: NDArray[_F],
+    out: NDArray[_F],
+    act: NDArray[_F],
+    cell_state: NDArray[_F],
+    grad_out: NDArray[_F],
+    grad_h_n: NDArray[_F],
+    grad_c_n: NDArray[_F],
+    grad_x: NDArray[_F],
+    grad_h0: NDArray[_F],
+    grad_c0: NDArray[_F],
+    grad_w_ih: NDArray[_F],
+    grad_w_hh: NDArray[_F],
+    grad_bias: NDArray[_F],
+    *,
+    w_hr: Optional[NDArray[_F]] = None,
+    grad_w_hr: Optional[NDArray[_F]] = None,
+    lengths: Optional[ArrayLike] = None,
+    reverse: bool = False,
+) -> None: ...
