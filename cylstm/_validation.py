@@ -76,6 +76,12 @@ def as_real_array(name: str, value: Any, dtype: Optional[DTypeLike]) -> NDArray[
     if kind == "O":
         # astype would quietly turn None into NaN; refuse anything not a real number.
         for item in array.flat:
+            if isinstance(item, (list, tuple, np.ndarray)):
+                # A ragged nested sequence (NumPy < 1.24 makes it an object array
+                # where later releases raise).
+                raise TypeError(
+                    f"{name} must be an array of real numbers, could not convert "
+                    f"{type(value).__name__}: its nested sequences have different lengths")
             if not isinstance(item, numbers.Real):
                 raise TypeError(
                     f"{name} must hold real numbers, got an element of type "

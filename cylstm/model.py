@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from . import _parallel, _walk, keras_io, onnx_io, torch_io, training
+from . import _parallel, _walk, keras_io, onnx_export, onnx_io, torch_io, training
 from ._params import (
     CONFIG_KEYS,
     Config,
@@ -505,7 +505,7 @@ class LSTM:
         Graph inputs X and (unless sequence_lens=False) sequence_lens (B,)
         int32, plus initial_h/initial_c with initial_state=True; outputs Y
         shaped like this model's output, Y_h and Y_c like h_n and c_n. Written
-        atomically to `path` if given. See cylstm.onnx_io.onnx_from_parts.
+        atomically to `path` if given. See cylstm.onnx_export.onnx_from_parts.
 
         Returns
         -------
@@ -533,7 +533,7 @@ class LSTM:
         >>> y.shape, np.allclose(y, output, rtol=0, atol=1e-5)
         ((5, 2, 4), True)
         """
-        return onnx_io.onnx_from_parts(self.config(), self.state_dict(), path, opset=opset,
+        return onnx_export.onnx_from_parts(self.config(), self.state_dict(), path, opset=opset,
                                        sequence_lens=sequence_lens,
                                        initial_state=initial_state, description=repr(self))
 

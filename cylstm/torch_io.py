@@ -210,9 +210,14 @@ def _shape_of(name, value):
     shape = getattr(value, "shape", None)
     if shape is None:
         try:
-            shape = np.shape(value)
+            with warnings.catch_warnings():  # NumPy < 1.24 warns on ragged input
+                warnings.simplefilter("ignore")
+                array = np.asarray(value)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"state_dict[{name!r}] is not an array: {exc}") from exc
+        if array.dtype == object:  # ragged (NumPy < 1.24) or not numbers
+            raise ValueError(f"state_dict[{name!r}] is not an array of numbers")
+        shape = array.shape
     return tuple(int(size) for size in shape)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cylstm
-from cylstm import onnx_io
+from cylstm import onnx_export, onnx_io
 from testutil import load_golden_cases
 from timelimit import time_limit
 
@@ -132,7 +132,7 @@ def lstm_feeds(rng, dtype, direction, layout=0, lengths=False, state=False, batc
 
 def run_loaded(model, feeds):
     """cylstm's (Y, Y_h, Y_c) for ONNX feeds."""
-    return onnx_io.run_onnx_semantics(model, feeds["X"], feeds.get("sequence_lens"),
+    return onnx_export.run_onnx_semantics(model, feeds["X"], feeds.get("sequence_lens"),
                                       feeds.get("initial_h"), feeds.get("initial_c"))
 
 
@@ -376,7 +376,7 @@ def test_export_arguments_are_checked(onnx):
     with pytest.raises(ValueError, match="opset"):
         model.to_onnx(opset=9)
     with pytest.raises(TypeError, match="config must be a dict"):
-        onnx_io.onnx_from_parts(object(), {})
+        onnx_export.onnx_from_parts(object(), {})
 
 
 # -- refusals and errors ---------------------------------------------------------------------
@@ -488,7 +488,7 @@ def test_run_onnx_semantics_matches_golden_onnxruntime_outputs(name, layout):
     model = _model_from_onnx_arrays(case["W"], case["R"], case["B"],
                                     str(case["direction"]) == "bidirectional", bool(layout))
     swap = (lambda a: np.swapaxes(a, 0, 1)) if layout else (lambda a: a)  # noqa: E731
-    ours = onnx_io.run_onnx_semantics(model, swap(case["X"]), case["sequence_lens"],
+    ours = onnx_export.run_onnx_semantics(model, swap(case["X"]), case["sequence_lens"],
                                       swap(case["initial_h"]), swap(case["initial_c"]))
     expected = ((case["Y"].transpose(2, 0, 1, 3) if layout else case["Y"]),
                 swap(case["Y_h"]), swap(case["Y_c"]))
@@ -498,16 +498,16 @@ def test_run_onnx_semantics_matches_golden_onnxruntime_outputs(name, layout):
 def test_run_onnx_semantics_zeroes_padding_and_checks_arguments():
     model = cylstm.LSTM(D, H, bidirectional=True, padding="carry", seed=0)
     x = np.random.default_rng(40).standard_normal((T, B, D))
-    Y, Y_h, _ = onnx_io.run_onnx_semantics(model, x, LENGTHS,
+    Y, Y_h, _ = onnx_export.run_onnx_semantics(model, x, LENGTHS,
                                            initial_h=np.zeros((2, B, H)))  # c: zeros too
     assert Y.shape == (T, 2, B, H) and Y_h.shape == (2, B, H)
     assert not np.any(Y[2:, :, 1]) and np.any(Y[:2, :, 1])
     with pytest.raises(ValueError, match=r"initial_h must have shape \(2, 4, 5\)"):
-        onnx_io.run_onnx_semantics(model, x, initial_h=np.zeros((B, 2, H)))
+        onnx_export.run_onnx_semantics(model, x, initial_h=np.zeros((B, 2, H)))
     with pytest.raises(ValueError, match="num_layers=2"):
-        onnx_io.run_onnx_semantics(cylstm.LSTM(D, H, 2), x)
+        onnx_export.run_onnx_semantics(cylstm.LSTM(D, H, 2), x)
     with pytest.raises(ValueError, match="X must be 3-D"):
-        onnx_io.run_onnx_semantics(model, x[:, 0])
+        onnx_export.run_onnx_semantics(model, x[:, 0])
 
 
 def test_import_cylstm_does_not_need_onnx(tmp_path):
@@ -515,9 +515,9 @@ def test_import_cylstm_does_not_need_onnx(tmp_path):
         "import sys\n"
         "sys.modules['onnx'] = sys.modules['onnxruntime'] = None  # make them unimportable\n"
         "import numpy as np, cylstm\n"
-        "from cylstm import onnx_io\n"
+        "from cylstm import onnx_export\n"
         "model = cylstm.LSTM(2, 3, seed=0)\n"
-        "Y, Y_h, Y_c = onnx_io.run_onnx_semantics(model, np.ones((4, 1, 2)))\n"
+        "Y, Y_h, Y_c = onnx_export.run_onnx_semantics(model, np.ones((4, 1, 2)))\n"
         "assert Y.shape == (4, 1, 1, 3)\n"
         "try:\n"
         "    model.to_onnx()\n"
@@ -587,7 +587,7 @@ def _external_model(tmp_path, location, **claims):
     folder = tmp_path / "models"
     folder.mkdir(exist_ok=True)
     model, proto = _exported()
-    W = onnx_io._onnx_layer_weights(model, 0)[0]
+    W = onnx_export._onnx_layer_weights(model, 0)[0]
     _make_external(_initializer(proto, "W_l0"), location, **claims)
     path = folder / "model.onnx"
     path.write_bytes(proto.SerializeToString())
@@ -774,7 +774,7 @@ def test_a_failed_write_leaves_the_previous_file(onnx, tmp_path, monkeypatch, fa
 def test_models_beyond_protobufs_limit_are_refused_before_writing(onnx, tmp_path,
                                                                   monkeypatch):
     # A real > 2 GB model takes minutes and gigabytes; lower the limit instead.
-    monkeypatch.setattr(onnx_io, "_MAX_MODEL_BYTES", 1000)
+    monkeypatch.setattr(onnx_export, "_MAX_MODEL_BYTES", 1000)
     with pytest.raises(ValueError, match="more than protobuf's 2 GB limit"):
         cylstm.LSTM(D, H, seed=3).to_onnx(tmp_path / "model.onnx")
     assert not any(tmp_path.iterdir())

@@ -10,7 +10,7 @@ import os
 import cylstm
 
 PACKAGE_DIR = os.path.dirname(cylstm.__file__)
-FORMAT_MODULES = ("files", "torch_io", "onnx_io", "keras_io")
+FORMAT_MODULES = ("files", "torch_io", "onnx_io", "onnx_export", "keras_io")
 
 
 def _modules():
