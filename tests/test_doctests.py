@@ -27,6 +27,8 @@ def _needed_frameworks(test):
     needed = {name for name in IMPORT.findall(source) if name in FRAMEWORKS}
     if re.search(r"\.(to|from)_onnx\(|onnx_from_parts\(|parts_from_onnx\(", source):
         needed.add("onnx")
+    if re.search(r"\.to_torch\(|torch_from_parts\(", source):
+        needed.add("torch")
     return needed
 
 
