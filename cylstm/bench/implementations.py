@@ -68,7 +68,7 @@ def build_kernel(case, threads, gate_math=True, strategy=None):
     h = np.zeros((B, H), DTYPE)
     c = np.zeros((B, H), DTYPE)
     out = np.empty((T, B, H), DTYPE)
-    options = _plan.kernel_options(DTYPE, T, B, D, H, 0)
+    options = dict(_plan.kernel_options(np.dtype(DTYPE), T, B, D, H, 0))
     if strategy is not None:
         options["strategy"] = strategy
 
