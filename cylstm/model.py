@@ -20,7 +20,6 @@ from ._params import (
     checked_parameter,
     checked_state_dict,
     config_from_dict,
-    layer_layout,
     make_config,
     parameter_shapes,
 )
@@ -410,10 +409,6 @@ class LSTM:
         True
         """
         return LSTMStream(self)
-
-    def _layer_layout(self, layer: int, direction: int) -> tuple:
-        """((name, shape), ...) of one (layer, direction)'s parameters, in kernel order."""
-        return layer_layout(self._config, layer, direction)
 
     # -- weights from and to other frameworks -----------------------------
 
