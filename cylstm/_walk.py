@@ -51,6 +51,7 @@ class KeptLayer(NamedTuple):
 
 def prepare(config: Config, x, hx, lengths) -> Call:
     """Validate a call's arguments; x becomes a (T, B, D) view, states (L*dirs, B, .)."""
+    check_supported(config)
     x_time_major, unbatched, batch_first = time_major(config, "x", x)
     steps, batch = x_time_major.shape[:2]
     if lengths is not None:
@@ -59,6 +60,14 @@ def prepare(config: Config, x, hx, lengths) -> Call:
         lengths = as_lengths(lengths, batch, steps)
     h0, c0 = initial_states(config, hx, batch, unbatched)
     return Call(x_time_major, h0, c0, lengths, unbatched, batch_first)
+
+
+def check_supported(config: Config):
+    """Refuse the variants the kernels do not run yet (issue 14 is building them)."""
+    if not config.plain_cell or config.reverse or config.go_backwards:
+        raise NotImplementedError(
+            "peepholes, clip, input_forget, other activations, reverse and go_backwards "
+            "are not computed yet")
 
 
 def time_major(config: Config, name, x):

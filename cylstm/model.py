@@ -58,6 +58,29 @@ class LSTM:
         The dtype of the weights and of every computation.
     seed : int, np.random.Generator or None
         Weights start U(-1/sqrt(H), 1/sqrt(H)) from this seed, like torch's.
+    reverse : bool
+        One direction that reads each sequence from its last valid step to
+        its first; the output stays in input order (ONNX direction="reverse").
+    go_backwards : bool
+        Keras's go_backwards: each sequence read from its end, the output in
+        the order the steps were processed.
+    peepholes : bool
+        The gates i, f (from c_{t-1}) and o (from c_t) also see the cell
+        state through `weight_peephole_l{k}` (3H,), order i, f, o (ONNX's P).
+    clip : float or None
+        Pre-activations are clipped to [-clip, clip] (ONNX's clip).
+    input_forget : bool
+        Coupled input and forget gates: f = 1 - i (ONNX's input_forget).
+    activations : None or sequence
+        The nonlinearities (f, g, h) in ONNX's sense: f of the gates i, f, o,
+        g of the candidate, h of the cell state; default sigmoid, tanh, tanh.
+        Names as ONNX or Keras spell them ("HardSigmoid", "hard_sigmoid"), or
+        (name, alpha, beta); one triple for every direction or one per direction.
+    dropout : float
+        Dropout between layers in `forward_train` (torch's dropout); never in a call.
+    recurrent_dropout : float
+        Keras's recurrent dropout in `forward_train`: a mask on h, fixed over
+        the sequence, before the recurrent product; never in a call.
     num_threads : int or None
         None: one call runs one time loop and BLAS uses its own threads (as
         threadpoolctl allows). k > 1: the batch is split into k parts, each
@@ -107,10 +130,17 @@ class LSTM:
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
                  proj_size: int = 0, padding: str = "zeros", dtype: DTypeLike = np.float32,
-                 seed: SeedLike = None, num_threads: Optional[int] = None) -> None:
+                 seed: SeedLike = None, num_threads: Optional[int] = None,
+                 reverse: bool = False, go_backwards: bool = False, peepholes: bool = False,
+                 clip: Optional[float] = None, input_forget: bool = False,
+                 activations: Any = None, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0) -> None:
         config = make_config(input_size, hidden_size, num_layers, bias=bias,
                              batch_first=batch_first, bidirectional=bidirectional,
-                             proj_size=proj_size, padding=padding, dtype=dtype)
+                             proj_size=proj_size, padding=padding, dtype=dtype,
+                             reverse=reverse, go_backwards=go_backwards, peepholes=peepholes,
+                             clip=clip, input_forget=input_forget, activations=activations,
+                             dropout=dropout, recurrent_dropout=recurrent_dropout)
         self._start(config, num_threads)
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.hidden_size)
@@ -177,6 +207,23 @@ class LSTM:
     def padding(self) -> str:
         """What padded steps output: "zeros" or "carry"."""
         return self._config.padding
+
+    reverse = property(lambda self: self._config.reverse,
+                       doc="One direction read from each sequence's end (ONNX reverse).")
+    go_backwards = property(lambda self: self._config.go_backwards,
+                            doc="Keras's go_backwards: output in the order processed.")
+    peepholes = property(lambda self: self._config.peepholes,
+                         doc="Whether the gates see the cell state (weight_peephole_l{k}).")
+    clip = property(lambda self: self._config.clip,
+                    doc="The pre-activation clip threshold, or None.")
+    input_forget = property(lambda self: self._config.input_forget,
+                            doc="Coupled input and forget gates (f = 1 - i).")
+    activations = property(lambda self: self._config.activations,
+                           doc="() for sigmoid, tanh, tanh; else (f, g, h) per direction.")
+    dropout = property(lambda self: self._config.dropout,
+                       doc="Dropout between layers in forward_train.")
+    recurrent_dropout = property(lambda self: self._config.recurrent_dropout,
+                                 doc="Recurrent dropout (a mask on h) in forward_train.")
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -580,8 +627,9 @@ class LSTM:
     def __repr__(self) -> str:
         defaults = {"num_layers": 1, "bias": True, "batch_first": False,
                     "bidirectional": False, "proj_size": 0, "padding": "zeros"}
-        config = self.config()
-        options = "".join(f", {key}={config[key]!r}" for key, default in defaults.items()
-                          if config[key] != default)
+        config = self.config()  # the variants appear in it only when set
+        options = "".join(f", {key}={value!r}" for key, value in config.items()
+                          if key not in ("input_size", "hidden_size", "dtype")
+                          and defaults.get(key, not value) != value)
         return (f"LSTM({self.input_size}, {self.hidden_size}{options}, "
                 f"dtype={self.dtype.name})")
