@@ -8,6 +8,12 @@ checked by eye against the textbook equations, with PyTorch's layout and gate or
     c_t = f * c_{t-1} + i * g
     h_t = o * tanh(c_t)                (with a projection, LSTMP: h_t = W_hr (o * tanh(c_t)))
 
+The variants of the ONNX operator (and Keras) are options of `lstm_step`, written as the ONNX
+LSTM's equations: peepholes p = (p_i, p_f, p_o) add p_i * c_{t-1} to i, p_f * c_{t-1} to f and
+p_o * c_t to o before their activation; clip bounds every pre-activation (after the bias and the
+peephole term) to [-clip, clip]; input_forget couples the gates, f = 1 - i; activations (f, g, h)
+replace sigmoid (gates), tanh (candidate) and tanh (of c), each with its alpha and beta.
+
 Variable lengths (PyTorch packed sequences, ONNX sequence_lens): each batch row is its own
 sequence of lengths[b] steps; the reverse direction runs it backwards from its last valid
 step. Past its length a row outputs zeros and its final state is the one after its last
@@ -26,25 +32,60 @@ def sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None):
-    """One time step for one or more rows: x (..., D), h (..., P), c (..., H) -> (h, c)."""
+# The ONNX operator's activations as the ONNX operators of those names define them.
+ACTIVATION_FUNCTIONS = {
+    "sigmoid": lambda z, a, b: sigmoid(z),
+    "tanh": lambda z, a, b: np.tanh(z),
+    "relu": lambda z, a, b: np.maximum(z, 0.0),
+    "affine": lambda z, a, b: a * z + b,
+    "leaky_relu": lambda z, a, b: np.where(z >= 0, z, a * z),
+    "thresholded_relu": lambda z, a, b: np.where(z > a, z, 0.0),
+    "scaled_tanh": lambda z, a, b: a * np.tanh(b * z),
+    "hard_sigmoid": lambda z, a, b: np.clip(a * z + b, 0.0, 1.0),
+    "elu": lambda z, a, b: np.where(z >= 0, z, a * np.expm1(np.minimum(z, 0.0))),
+    "softsign": lambda z, a, b: z / (1.0 + np.abs(z)),
+    "softplus": lambda z, a, b: np.logaddexp(0.0, z),
+}
+PLAIN_ACTIVATIONS = (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0))
+
+
+def activate(spec, z):
+    """Apply one activation given as (name, alpha, beta)."""
+    name, alpha, beta = spec
+    return ACTIVATION_FUNCTIONS[name](np.asarray(z, dtype=np.float64), alpha, beta)
+
+
+def lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr=None, *, peephole=None, clip=None,
+              input_forget=False, activations=None):
+    """One time step for one or more rows: x (..., D), h (..., P), c (..., H) -> (h, c).
+
+    peephole (3H,) i, f, o or None; clip a positive float or None; input_forget: f = 1 - i;
+    activations: (f, g, h), each (name, alpha, beta), or None for sigmoid, tanh, tanh.
+    """
+    act_f, act_g, act_h = activations or PLAIN_ACTIVATIONS
+    bound = (lambda z: z) if clip is None else (lambda z: np.clip(z, -clip, clip))  # noqa: E731
+    p_i, p_f, p_o = (0.0, 0.0, 0.0) if peephole is None else np.split(peephole, 3)
     gates = x @ w_ih.T + b_ih + h @ w_hh.T + b_hh  # (..., 4H)
     i, f, g, o = np.split(gates, 4, axis=-1)
-    i, f, g, o = sigmoid(i), sigmoid(f), np.tanh(g), sigmoid(o)
+    i = activate(act_f, bound(i + p_i * c))
+    f = 1.0 - i if input_forget else activate(act_f, bound(f + p_f * c))
+    g = activate(act_g, bound(g))
     c = f * c + i * g
-    h = o * np.tanh(c)
+    o = activate(act_f, bound(o + p_o * c))
+    h = o * activate(act_h, c)
     if w_hr is not None:
         h = h @ w_hr.T  # (..., P)
     return h, c
 
 
 def lstm_reference(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_hr=None,
-                   lengths=None, reverse=False):
+                   lengths=None, reverse=False, **variants):
     """One LSTM layer, one direction, time-major, in float64.
 
     x (T, B, D); w_ih (4H, D); w_hh (4H, P); b_ih, b_hh (4H,) or None; h0 (B, P), c0 (B, H)
     or None; w_hr (P, H) or None (then P = H); lengths (B,) ints in [1, T] or None (all T);
     reverse: run each row backwards from its last valid step.
+    variants: peephole, clip, input_forget, activations of `lstm_step`.
     Returns output (T, B, P) (zeros at padded steps), h_n (B, P), c_n (B, H), all float64.
     """
     x = np.asarray(x, dtype=np.float64)
@@ -61,7 +102,7 @@ def lstm_reference(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_h
     if lengths is None and not reverse:
         # All rows at once: the plain textbook loop.
         for t in range(T):
-            h, c = lstm_step(x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr)
+            h, c = lstm_step(x[t], h, c, w_ih, w_hh, b_ih, b_hh, w_hr, **variants)
             output[t] = h
         return output, h, c
     # One row at a time, each over its own steps.
@@ -69,7 +110,8 @@ def lstm_reference(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, *, w_h
     for b in range(B):
         steps = range(lengths[b])
         for t in (reversed(steps) if reverse else steps):
-            h[b], c[b] = lstm_step(x[t, b], h[b], c[b], w_ih, w_hh, b_ih, b_hh, w_hr)
+            h[b], c[b] = lstm_step(x[t, b], h[b], c[b], w_ih, w_hh, b_ih, b_hh, w_hr,
+                                   **variants)
             output[t, b] = h[b]
     return output, h, c
 
@@ -107,7 +149,8 @@ def reference_module(params, x, hx=None, batch_first=False, dtype=None):
 
 
 def reference_model(params, x, hx=None, lengths=None, *, batch_first=False, padding="zeros",
-                    dtype=None):
+                    dtype=None, reverse=False, go_backwards=False, clip=None,
+                    input_forget=False, activations=None):
     """The whole cylstm.LSTM / torch.nn.LSTM: layers, directions, projection, lengths.
 
     params: torch's names (weight_ih_l{k}, ..., weight_hr_l{k}, suffix _reverse); the number
@@ -118,6 +161,11 @@ def reference_model(params, x, hx=None, lengths=None, *, batch_first=False, padd
     padding: "zeros", or "carry": the forward direction of the last layer repeats a row's
     last valid output at its padded steps (the reverse direction stays zero there).
     dtype: if given, x and hx are first rounded to it, as the model converts its inputs.
+    reverse: the one direction runs each row backwards (ONNX direction="reverse").
+    go_backwards: each row is reversed within its length first and the output stays in that
+    order (Keras). clip, input_forget: as in `lstm_step`, for every layer and direction;
+    activations: None, or one (f, g, h) triple of (name, alpha, beta) per direction. Peepholes
+    are read off the names (weight_peephole_l{k}).
     Returns output (T, B, dirs * P) (laid out as x), (h_n, c_n), all float64.
     """
     def cast(a):
@@ -133,6 +181,8 @@ def reference_model(params, x, hx=None, lengths=None, *, batch_first=False, padd
     elif batch_first:
         x = x.transpose(1, 0, 2)
     T, B, _ = x.shape
+    if go_backwards:
+        x = _reversed_rows(x, lengths)
     h0 = c0 = [None] * (num_layers * dirs)
     if hx is not None:
         h0, c0 = (cast(a).reshape(num_layers * dirs, B, -1) for a in hx)
@@ -147,7 +197,10 @@ def reference_model(params, x, hx=None, lengths=None, *, batch_first=False, padd
                 layer_input, params[f"weight_ih_{suffix}"], params[f"weight_hh_{suffix}"],
                 params.get(f"bias_ih_{suffix}"), params.get(f"bias_hh_{suffix}"),
                 h0[index], c0[index], w_hr=params.get(f"weight_hr_{suffix}"),
-                lengths=lengths, reverse=direction == 1)
+                lengths=lengths, reverse=direction == 1 or reverse,
+                peephole=params.get(f"weight_peephole_{suffix}"), clip=clip,
+                input_forget=input_forget,
+                activations=None if activations is None else activations[direction])
             outputs.append(out)
             h_n.append(h)
             c_n.append(c)
@@ -163,3 +216,13 @@ def reference_model(params, x, hx=None, lengths=None, *, batch_first=False, padd
     if batch_first:
         output = output.transpose(1, 0, 2)
     return output, (h_n, c_n)
+
+
+def _reversed_rows(x, lengths):
+    """x (T, B, D) with each row's first lengths[b] steps in reverse order."""
+    T, B, _ = x.shape
+    lengths = np.full(B, T) if lengths is None else np.asarray(lengths)
+    flipped = np.array(x, dtype=np.float64)
+    for b, length in enumerate(lengths):
+        flipped[:length, b] = x[:length, b][::-1]
+    return flipped
