@@ -25,7 +25,7 @@ directives = {
 }
 
 # Portable machine code: no -march=native. The gate math picks its SIMD width
-# at run time (target_clones in cylstm/_gates.h). -fno-trapping-math lets GCC
+# at run time (a copy per instruction set in cylstm/_gates.h). -fno-trapping-math lets GCC
 # vectorise its selects as compare and blend (we never read floating-point
 # exception flags); without it the gate loops stay scalar. -g0 overrides the
 # -g in Python's own CFLAGS: debug info made the .so 3.5 MB instead of 0.75.

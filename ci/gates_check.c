@@ -1,8 +1,8 @@
 /* cylstm/_gates.h on its own, outside Cython: ci/compilers.sh compiles this with
  * GCC and Clang (-Werror) and in strict ISO C (GNU extensions off, the path MSVC
- * and other compilers take), then runs it. Each cell function is compared with
- * the same step in double precision through libm, so a path that compiles but
- * computes wrong fails here too. */
+ * and other compilers take), then runs it. Each cell function of every SIMD
+ * path this CPU runs is compared with the same step in double precision
+ * through libm, so a path that compiles but computes wrong fails here too. */
 #include "_gates.h"
 
 #include <math.h>
@@ -24,7 +24,7 @@ static void expect(double got, double want, double tolerance)
 /* Pre-activations that reach the saturated tails (|x| > 15.8) and zero. */
 static double input(int k) { return 20.0 * sin(0.37 * k + 0.1) * (k % 5 == 0 ? 1.0 : 0.3); }
 
-#define CHECK_DTYPE(real, SUFFIX, tolerance)                                      \
+#define CHECK_DTYPE(math, real, tolerance)                                        \
     {                                                                             \
         real gates[4 * H * N], bias[4 * H], c[H * N], h[H * N], act[4 * H * N];   \
         real c0[H * N], m[H], dh[H], dc[H];                                       \
@@ -35,7 +35,7 @@ static double input(int k) { return 20.0 * sin(0.37 * k + 0.1) * (k % 5 == 0 ? 1
         for (int k = 0; k < H * N; ++k)                                           \
             c[k] = c0[k] = (real)(0.5 * sin(1.3 * k));                            \
         /* Row layout, one row, with kept activations. */                         \
-        cylstm_cell_##SUFFIX(H, gates, bias, c, h, act);                          \
+        (math).cell(H, gates, bias, c, h, act);                          \
         for (int j = 0; j < H; ++j) {                                             \
             const double i = sigmoid((double)gates[j] + bias[j]);                 \
             const double f = sigmoid((double)gates[H + j] + bias[H + j]);         \
@@ -46,7 +46,7 @@ static double input(int k) { return 20.0 * sin(0.37 * k + 0.1) * (k % 5 == 0 ? 1
             expect(h[j], o * tanh(c_new), tolerance);                             \
             expect(act[3 * H + j], o, tolerance);                                 \
         }                                                                         \
-        cylstm_cell_output_##SUFFIX(H, act, c, m);                                \
+        (math).cell_output(H, act, c, m);                                \
         for (int j = 0; j < H; ++j)                                               \
             expect(m[j], h[j], tolerance);                                        \
         /* One step back: dL/dc_prev = (dc + dh o (1 - tanh(c)^2)) f. */          \
@@ -61,7 +61,7 @@ static double input(int k) { return 20.0 * sin(0.37 * k + 0.1) * (k % 5 == 0 ? 1
                 o_kept[j] = act[3 * H + j];                                       \
                 dc_in[j] = dc[j];                                                 \
             }                                                                     \
-            cylstm_cell_backward_##SUFFIX(H, act, c, c0, dh, dc);                 \
+            (math).cell_backward(H, act, c, c0, dh, dc);                 \
             for (int j = 0; j < H; ++j) {                                         \
                 const double t = tanh((double)c[j]);                              \
                 const double d = dc_in[j] + dh[j] * o_kept[j] * (1 - t * t);      \
@@ -73,7 +73,7 @@ static double input(int k) { return 20.0 * sin(0.37 * k + 0.1) * (k % 5 == 0 ? 1
         /* Column layout: N rows, the same numbers as the row layout per row. */  \
         for (int k = 0; k < H * N; ++k)                                           \
             c[k] = c0[k];                                                         \
-        cylstm_cell_columns_##SUFFIX(H, N, gates, N, bias, c, h, NULL, N);        \
+        (math).cell_columns(H, N, gates, N, bias, c, h, NULL, N);        \
         for (int j = 0; j < H; ++j)                                               \
             for (int p = 0; p < N; ++p) {                                         \
                 const double i = sigmoid((double)gates[j * N + p] + bias[j]);     \
@@ -91,9 +91,18 @@ static double input(int k) { return 20.0 * sin(0.37 * k + 0.1) * (k % 5 == 0 ? 1
 
 int main(void)
 {
-    CHECK_DTYPE(float, f32, 1e-5)
-    CHECK_DTYPE(double, f64, 1e-12)
-    printf("gate math (%s): largest error %.3g of the tolerance\n", cylstm_simd_path(),
-           worst);
-    return worst <= 1.0 ? 0 : 1;
+    int failed = 0;
+    for (int k = 0; k < CYLSTM_GATE_MATH_PATHS; ++k) {
+        if (!cylstm_gate_math_runs(k)) {
+            printf("gate math (%s): this CPU cannot run it\n", cylstm_gate_maths[k].name);
+            continue;
+        }
+        worst = 0.0;
+        CHECK_DTYPE(cylstm_gate_maths[k].f32, float, 1e-5)
+        CHECK_DTYPE(cylstm_gate_maths[k].f64, double, 1e-12)
+        printf("gate math (%s): largest error %.3g of the tolerance\n",
+               cylstm_gate_maths[k].name, worst);
+        failed |= !(worst <= 1.0);
+    }
+    return failed;
 }

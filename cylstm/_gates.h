@@ -8,15 +8,18 @@
  * them; libm's scalar expf/tanhf would stop that and cost 2-3x. The selects for
  * large |x| only vectorise (compare and blend) under -fno-trapping-math
  * (setup.py passes it): without it GCC keeps branches and the loops stay
- * scalar, 7x slower (no ymm instruction at all in the AVX2 clones). On x86-64
- * Linux with glibc, GCC >= 11 compiles each loop three times (AVX-512, AVX2+FMA,
- * baseline SSE2) and picks one at load time by CPUID (target_clones, an ifunc);
- * Clang does the same with AVX-512F / AVX2 / baseline clones (its resolver for
- * arch=x86-64-vN clones tests the CPU vendor, not the features). Everything else
- * (Arm64, where the vectoriser emits NEON; macOS, musl and Windows, which have
- * no ifunc; MSVC) compiles the plain loops once. GNU attributes appear only
- * under the GNU guard, so the header is ISO C99 with extensions off
- * (ci/compilers.sh compiles it so).
+ * scalar, 7x slower (no ymm instruction at all in the AVX2 clones).
+ *
+ * One binary runs on any x86-64 CPU: with GCC or Clang on x86-64 the cell
+ * functions are compiled three times, for the baseline (SSE2), for AVX2+FMA
+ * (x86-64-v3) and for AVX-512 (x86-64-v4), by target attributes, and gathered
+ * in the table cylstm_gate_maths. The kernel picks an entry at import (the
+ * best this CPU runs, or the one CYLSTM_SIMD names) and can be told another
+ * per call, so tests run every path the CPU can run, not only the one the
+ * dispatcher would choose. Everything else (Arm64, where the vectoriser emits
+ * NEON; MSVC; strict ISO C) compiles the plain loops once, the only entry.
+ * GNU attributes appear only under the GNU guard, so the header is ISO C99
+ * with extensions off (ci/packaging.sh compiles it so).
  */
 #ifndef CYLSTM_GATES_H
 #define CYLSTM_GATES_H
@@ -33,20 +36,20 @@
 #define CYLSTM_GNU 0
 #endif
 
-/* target_clones needs an ifunc: ELF with glibc (math.h above defined __GLIBC__). */
-#if CYLSTM_GNU && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
-#if defined(__clang__) && __clang_major__ >= 14
-#define CYLSTM_DISPATCH 2
-#define CYLSTM_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#elif !defined(__clang__) && __GNUC__ >= 11
-#define CYLSTM_DISPATCH 1
-#define CYLSTM_SIMD_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef CYLSTM_DISPATCH
-#define CYLSTM_DISPATCH 0
-#define CYLSTM_SIMD_CLONES
+/* Per-ISA copies need target attributes and __builtin_cpu_supports: GCC >= 11
+ * (it knows AVX-512 well enough to vectorise for it) or Clang >= 14, on x86-64. */
+#if CYLSTM_GNU && defined(__x86_64__) \
+    && ((defined(__clang__) && __clang_major__ >= 14) \
+        || (!defined(__clang__) && __GNUC__ >= 11))
+#define CYLSTM_X86_PATHS 1
+#define CYLSTM_FEATURES_V3 "avx,avx2,fma,bmi,bmi2,f16c,lzcnt,movbe"
+#define CYLSTM_FEATURES_V4 CYLSTM_FEATURES_V3 ",avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
+#define CYLSTM_TARGET_BASELINE
+#define CYLSTM_TARGET_AVX2 __attribute__((target(CYLSTM_FEATURES_V3)))
+#define CYLSTM_TARGET_AVX512 __attribute__((target(CYLSTM_FEATURES_V4)))
+#else
+#define CYLSTM_X86_PATHS 0
+#define CYLSTM_TARGET_PORTABLE
 #endif
 
 #if CYLSTM_GNU
@@ -193,8 +196,8 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         h_k[k] = act_o[k] * tanh_(c_new);                                        \
     }
 
-#define CYLSTM_DEFINE_CELLS(SUFFIX, real, sigmoid, tanh_)                        \
-    CYLSTM_SIMD_CLONES                                                           \
+#define CYLSTM_DEFINE_CELLS(SUFFIX, real, sigmoid, tanh_, TARGET)                \
+    TARGET                                                                       \
     static void cylstm_cell_##SUFFIX(ptrdiff_t H, const real *restrict gates,    \
                                      const real *restrict bias, real *restrict c, \
                                      real *restrict h, real *restrict act)       \
@@ -215,7 +218,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         }                                                                        \
     }                                                                            \
                                                                                  \
-    CYLSTM_SIMD_CLONES                                                           \
+    TARGET                                                                       \
     static void cylstm_cell_columns_##SUFFIX(                                    \
         ptrdiff_t H, ptrdiff_t n, const real *restrict gates, ptrdiff_t ld_gates, \
         const real *restrict bias, real *restrict c, real *restrict h,           \
@@ -243,7 +246,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         }                                                                        \
     }                                                                            \
                                                                                  \
-    CYLSTM_SIMD_CLONES                                                           \
+    TARGET                                                                       \
     static void cylstm_cell_output_##SUFFIX(ptrdiff_t H, const real *restrict act, \
                                             const real *restrict c,              \
                                             real *restrict m)                    \
@@ -252,7 +255,7 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
             m[j] = act[3 * H + j] * tanh_(c[j]);                                 \
     }                                                                            \
                                                                                  \
-    CYLSTM_SIMD_CLONES                                                           \
+    TARGET                                                                       \
     static void cylstm_cell_backward_##SUFFIX(                                   \
         ptrdiff_t H, real *restrict act, const real *restrict c,                 \
         const real *restrict c_prev, const real *restrict dh,                    \
@@ -271,29 +274,72 @@ CYLSTM_INLINE double cylstm_tanh_d(double x)
         }                                                                        \
     }
 
-CYLSTM_DEFINE_CELLS(f32, float, cylstm_sigmoid_f, cylstm_tanh_f)
-CYLSTM_DEFINE_CELLS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d)
+/* The four cell functions of one dtype, as the kernel calls them. */
+#define CYLSTM_DECLARE_GATE_MATH(SUFFIX, real)                                   \
+    typedef struct {                                                             \
+        void (*cell)(ptrdiff_t, const real *, const real *, real *, real *, real *); \
+        void (*cell_columns)(ptrdiff_t, ptrdiff_t, const real *, ptrdiff_t,     \
+                             const real *, real *, real *, real *, ptrdiff_t);   \
+        void (*cell_output)(ptrdiff_t, const real *, const real *, real *);      \
+        void (*cell_backward)(ptrdiff_t, real *, const real *, const real *,     \
+                              const real *, real *);                            \
+    } cylstm_gate_math_##SUFFIX;
+CYLSTM_DECLARE_GATE_MATH(f32, float)
+CYLSTM_DECLARE_GATE_MATH(f64, double)
 
-/* The instruction set the clones above run with on this CPU. */
-static const char *cylstm_simd_path(void)
-{
-#if CYLSTM_DISPATCH == 1
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4"))
-        return "avx512 (x86-64-v4)";
-    if (__builtin_cpu_supports("x86-64-v3"))
-        return "avx2+fma (x86-64-v3)";
-    return "sse2 (x86-64 baseline)";
-#elif CYLSTM_DISPATCH == 2
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f"))
-        return "avx512f (clang clone)";
-    if (__builtin_cpu_supports("avx2"))
-        return "avx2 (clang clone)";
-    return "sse2 (x86-64 baseline)";
+/* One compiled path of the gate math: its name and its functions per dtype. */
+typedef struct {
+    const char *name;
+    cylstm_gate_math_f32 f32;
+    cylstm_gate_math_f64 f64;
+} cylstm_gate_math;
+
+#define CYLSTM_DEFINE_PATH(ISA, TARGET)                                          \
+    CYLSTM_DEFINE_CELLS(f32_##ISA, float, cylstm_sigmoid_f, cylstm_tanh_f, TARGET) \
+    CYLSTM_DEFINE_CELLS(f64_##ISA, double, cylstm_sigmoid_d, cylstm_tanh_d, TARGET)
+#define CYLSTM_PATH_ENTRY(ISA, NAME)                                             \
+    {NAME,                                                                       \
+     {cylstm_cell_f32_##ISA, cylstm_cell_columns_f32_##ISA, cylstm_cell_output_f32_##ISA, \
+      cylstm_cell_backward_f32_##ISA},                                           \
+     {cylstm_cell_f64_##ISA, cylstm_cell_columns_f64_##ISA, cylstm_cell_output_f64_##ISA, \
+      cylstm_cell_backward_f64_##ISA}}
+
+/* The paths this build has, from the most portable to the fastest. */
+#if CYLSTM_X86_PATHS
+CYLSTM_DEFINE_PATH(baseline, CYLSTM_TARGET_BASELINE)
+CYLSTM_DEFINE_PATH(avx2, CYLSTM_TARGET_AVX2)
+CYLSTM_DEFINE_PATH(avx512, CYLSTM_TARGET_AVX512)
+static const cylstm_gate_math cylstm_gate_maths[] = {
+    CYLSTM_PATH_ENTRY(baseline, "sse2 (x86-64 baseline)"),
+    CYLSTM_PATH_ENTRY(avx2, "avx2+fma (x86-64-v3)"),
+    CYLSTM_PATH_ENTRY(avx512, "avx512 (x86-64-v4)"),
+};
 #else
-    return "portable C (no run-time dispatch)";
+CYLSTM_DEFINE_PATH(portable, CYLSTM_TARGET_PORTABLE)
+static const cylstm_gate_math cylstm_gate_maths[] = {
+    CYLSTM_PATH_ENTRY(portable, "portable C (compiled once)"),
+};
 #endif
+enum { CYLSTM_GATE_MATH_PATHS = sizeof cylstm_gate_maths / sizeof cylstm_gate_maths[0] };
+
+/* Whether this CPU (and its OS, which must save the wide registers) runs
+ * path k of cylstm_gate_maths. */
+static int cylstm_gate_math_runs(int k)
+{
+    if (k < 0 || k >= CYLSTM_GATE_MATH_PATHS)
+        return 0;
+#if CYLSTM_X86_PATHS
+    __builtin_cpu_init();
+    const int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                   && __builtin_cpu_supports("bmi2");
+    if (k == 1)
+        return v3;
+    if (k == 2)
+        return v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+               && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq")
+               && __builtin_cpu_supports("avx512vl");
+#endif
+    return 1;
 }
 
 #if defined(_MSC_VER) && !defined(__clang__)

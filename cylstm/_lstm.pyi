@@ -14,7 +14,13 @@ COLUMN_LAYOUT_MIN_BATCH: int
 # The ways forward_layer can run the per-step product (its `strategy`).
 STRATEGIES: Tuple[str, ...]
 
+# The environment variable that chooses the gate math's SIMD path at import.
+SIMD_ENVIRONMENT_VARIABLE: str
+# Every SIMD path of the gate math this build has, the most portable first.
+SIMD_PATHS: Tuple[str, ...]
+
 def simd_path() -> str: ...
+def simd_paths() -> Tuple[str, ...]: ...
 def default_strategy(steps: int, batch: int) -> str: ...
 def default_chunk_bytes() -> int: ...
 def forward_layer(
@@ -33,6 +39,7 @@ def forward_layer(
     keep_c: Optional[NDArray[_F]] = None,
     strategy: Optional[str] = None,
     chunk_bytes: Optional[int] = None,
+    simd: Optional[str] = None,
     _gate_math: bool = True,
 ) -> None: ...
 def backward_layer(
@@ -58,4 +65,5 @@ def backward_layer(
     grad_w_hr: Optional[NDArray[_F]] = None,
     lengths: Optional[ArrayLike] = None,
     reverse: bool = False,
+    simd: Optional[str] = None,
 ) -> None: ...

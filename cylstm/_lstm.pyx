@@ -16,26 +16,34 @@ from ._validation import ALIGNMENT, aligned_copy
 
 
 cdef extern from "_gates.h" nogil:
-    void cylstm_cell_f32(Py_ssize_t H, const float *gates, const float *bias,
-                         float *c, float *h, float *act) noexcept
-    void cylstm_cell_f64(Py_ssize_t H, const double *gates, const double *bias,
-                         double *c, double *h, double *act) noexcept
-    void cylstm_cell_columns_f32(Py_ssize_t H, Py_ssize_t n, const float *gates,
-                                 Py_ssize_t ld_gates, const float *bias, float *c,
-                                 float *h, float *act, Py_ssize_t ld_state) noexcept
-    void cylstm_cell_columns_f64(Py_ssize_t H, Py_ssize_t n, const double *gates,
-                                 Py_ssize_t ld_gates, const double *bias, double *c,
-                                 double *h, double *act, Py_ssize_t ld_state) noexcept
-    void cylstm_cell_output_f32(Py_ssize_t H, const float *act, const float *c,
-                                float *m) noexcept
-    void cylstm_cell_output_f64(Py_ssize_t H, const double *act, const double *c,
-                                double *m) noexcept
-    void cylstm_cell_backward_f32(Py_ssize_t H, float *act, const float *c,
-                                  const float *c_prev, const float *dh, float *dc) noexcept
-    void cylstm_cell_backward_f64(Py_ssize_t H, double *act, const double *c,
-                                  const double *c_prev, const double *dh,
-                                  double *dc) noexcept
-    const char *cylstm_simd_path() noexcept
+    ctypedef struct cylstm_gate_math_f32:
+        void (*cell)(Py_ssize_t H, const float *gates, const float *bias, float *c, float *h,
+                     float *act) noexcept nogil
+        void (*cell_columns)(Py_ssize_t H, Py_ssize_t n, const float *gates,
+                             Py_ssize_t ld_gates, const float *bias, float *c, float *h,
+                             float *act, Py_ssize_t ld_state) noexcept nogil
+        void (*cell_output)(Py_ssize_t H, const float *act, const float *c,
+                            float *m) noexcept nogil
+        void (*cell_backward)(Py_ssize_t H, float *act, const float *c, const float *c_prev,
+                              const float *dh, float *dc) noexcept nogil
+    ctypedef struct cylstm_gate_math_f64:
+        void (*cell)(Py_ssize_t H, const double *gates, const double *bias, double *c,
+                     double *h, double *act) noexcept nogil
+        void (*cell_columns)(Py_ssize_t H, Py_ssize_t n, const double *gates,
+                             Py_ssize_t ld_gates, const double *bias, double *c, double *h,
+                             double *act, Py_ssize_t ld_state) noexcept nogil
+        void (*cell_output)(Py_ssize_t H, const double *act, const double *c,
+                            double *m) noexcept nogil
+        void (*cell_backward)(Py_ssize_t H, double *act, const double *c,
+                              const double *c_prev, const double *dh,
+                              double *dc) noexcept nogil
+    ctypedef struct cylstm_gate_math:
+        const char *name
+        cylstm_gate_math_f32 f32
+        cylstm_gate_math_f64 f64
+    const cylstm_gate_math *cylstm_gate_maths
+    int CYLSTM_GATE_MATH_PATHS
+    int cylstm_gate_math_runs(int k) noexcept
 
 
 cdef enum:
@@ -62,43 +70,99 @@ cdef enum:
 COLUMN_LAYOUT_MIN_BATCH = COLUMN_MIN_BATCH
 
 
+# -- the gate math's SIMD paths -------------------------------------------------
+# Each path of _gates.h is compiled for one instruction set; the kernels run
+# the one chosen at import (the best this CPU runs, or the environment
+# variable SIMD_ENVIRONMENT_VARIABLE's) unless a call names another.
+
+SIMD_ENVIRONMENT_VARIABLE = "CYLSTM_SIMD"
+#: Every path this build has, from the most portable to the fastest.
+SIMD_PATHS = tuple(cylstm_gate_maths[k].name.decode() for k in range(CYLSTM_GATE_MATH_PATHS))
+
+
+def simd_paths():
+    """The paths this CPU runs, fastest first."""
+    return tuple(SIMD_PATHS[k] for k in reversed(range(CYLSTM_GATE_MATH_PATHS))
+                 if cylstm_gate_math_runs(k))
+
+
+cdef int _path_index(name) except -1:
+    """The index of a path by its name or its first word ("avx2", "sse2")."""
+    for k in range(CYLSTM_GATE_MATH_PATHS):
+        if name == SIMD_PATHS[k] or name == SIMD_PATHS[k].split("+")[0].split(" ")[0]:
+            if not cylstm_gate_math_runs(k):
+                raise ValueError(f"simd path {name!r} is compiled in but this CPU cannot "
+                                 f"run it; it runs {simd_paths()}")
+            return k
+    raise ValueError(f"simd must be one of {SIMD_PATHS} (or their first word), got {name!r}")
+
+
+def _default_path():
+    """The path at import: CYLSTM_SIMD's if it names one this CPU runs, else the best."""
+    import os
+    import warnings
+    wanted = os.environ.get(SIMD_ENVIRONMENT_VARIABLE)
+    if wanted:
+        try:
+            return _path_index(wanted)
+        except ValueError as exc:
+            warnings.warn(f"cylstm: {SIMD_ENVIRONMENT_VARIABLE}: {exc}; using "
+                          f"{simd_paths()[0]!r}", RuntimeWarning, stacklevel=2)
+    return SIMD_PATHS.index(simd_paths()[0])
+
+
+# Set once here and only read afterwards: kernels never change it.
+cdef const cylstm_gate_math *_DEFAULT_MATH = &cylstm_gate_maths[_default_path()]
+
+
 def simd_path():
-    """The instruction set the fused gate math runs with on this CPU."""
-    return cylstm_simd_path().decode()
+    """The path the gate math runs with by default in this process."""
+    return _DEFAULT_MATH.name.decode()
 
 
-cdef inline void cell(Py_ssize_t H, const floating *gates, const floating *bias,
-                      floating *c, floating *h, floating *act) noexcept nogil:
+cdef const cylstm_gate_math *_selected_math(simd, bint enabled) except? NULL:
+    """The path a call runs: None for the default; NULL for no gate math at all."""
+    if not enabled:
+        return NULL
+    if simd is None:
+        return _DEFAULT_MATH
+    return &cylstm_gate_maths[_path_index(simd)]
+
+
+cdef inline void cell(const cylstm_gate_math *math, Py_ssize_t H, const floating *gates,
+                      const floating *bias, floating *c, floating *h,
+                      floating *act) noexcept nogil:
     if floating is float:
-        cylstm_cell_f32(H, gates, bias, c, h, act)
+        math.f32.cell(H, gates, bias, c, h, act)
     else:
-        cylstm_cell_f64(H, gates, bias, c, h, act)
+        math.f64.cell(H, gates, bias, c, h, act)
 
 
-cdef inline void cell_columns(Py_ssize_t H, Py_ssize_t n, const floating *gates,
-                              Py_ssize_t ld_gates, const floating *bias, floating *c,
-                              floating *h, floating *act, Py_ssize_t ld_state) noexcept nogil:
+cdef inline void cell_columns(const cylstm_gate_math *math, Py_ssize_t H, Py_ssize_t n,
+                              const floating *gates, Py_ssize_t ld_gates,
+                              const floating *bias, floating *c, floating *h, floating *act,
+                              Py_ssize_t ld_state) noexcept nogil:
     if floating is float:
-        cylstm_cell_columns_f32(H, n, gates, ld_gates, bias, c, h, act, ld_state)
+        math.f32.cell_columns(H, n, gates, ld_gates, bias, c, h, act, ld_state)
     else:
-        cylstm_cell_columns_f64(H, n, gates, ld_gates, bias, c, h, act, ld_state)
+        math.f64.cell_columns(H, n, gates, ld_gates, bias, c, h, act, ld_state)
 
 
-cdef inline void cell_output(Py_ssize_t H, const floating *act, const floating *c,
-                             floating *m) noexcept nogil:
+cdef inline void cell_output(const cylstm_gate_math *math, Py_ssize_t H, const floating *act,
+                             const floating *c, floating *m) noexcept nogil:
     if floating is float:
-        cylstm_cell_output_f32(H, act, c, m)
+        math.f32.cell_output(H, act, c, m)
     else:
-        cylstm_cell_output_f64(H, act, c, m)
+        math.f64.cell_output(H, act, c, m)
 
 
-cdef inline void cell_backward(Py_ssize_t H, floating *act, const floating *c,
-                               const floating *c_prev, const floating *dh,
-                               floating *dc) noexcept nogil:
+cdef inline void cell_backward(const cylstm_gate_math *math, Py_ssize_t H, floating *act,
+                               const floating *c, const floating *c_prev,
+                               const floating *dh, floating *dc) noexcept nogil:
     if floating is float:
-        cylstm_cell_backward_f32(H, act, c, c_prev, dh, dc)
+        math.f32.cell_backward(H, act, c, c_prev, dh, dc)
     else:
-        cylstm_cell_backward_f64(H, act, c, c_prev, dh, dc)
+        math.f64.cell_backward(H, act, c, c_prev, dh, dc)
 
 
 cdef inline void matmul_nn(int m, int n, int k, const floating *a,
@@ -154,6 +218,7 @@ def forward_layer(const floating[:, :, :] x,
                   floating[:, :, ::1] keep_c=None,
                   strategy=None,
                   chunk_bytes=None,
+                  simd=None,
                   bint _gate_math=True):
     """One LSTM layer, one direction, over a whole batch of sequences.
 
@@ -165,7 +230,8 @@ def forward_layer(const floating[:, :, :] x,
 
     lengths (B,) ints in [0, T]: row b runs steps 0 .. lengths[b] - 1 and its
     final state is the one after its last valid step. reverse: each row runs
-    backwards from its last valid step. With _gate_math=False only the BLAS
+    backwards from its last valid step. simd: the gate math's path by name
+    (one of simd_paths(); None: simd_path()). With _gate_math=False only the BLAS
     calls run (the speed floor).
 
     keep_act (T, B, 4H) and keep_c (T, B, H), given together, receive the gate
@@ -209,6 +275,7 @@ def forward_layer(const floating[:, :, :] x,
         raise ValueError("x and out must be aligned, with strides that are non-negative "
                          "multiples of the item size (copy a record field or a reversed "
                          "view first)")
+    cdef const cylstm_gate_math *math = _selected_math(simd, _gate_math)
     dtype = np.float32 if floating is float else np.float64
 
     if strategy is None:
@@ -339,12 +406,12 @@ def forward_layer(const floating[:, :, :] x,
             if columns:
                 _steps_columns(&walk, first, steps, rows, H, P, B, w_hh_ptr, w_hr_ptr,
                                &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
-                               out_arr, act_arr, c_arr, _gate_math)
+                               out_arr, act_arr, c_arr, math)
             else:
                 _steps_rows(&walk, first, steps, rows, H, P, transposed, row_gemm,
                             w_hh_ptr, w_hr_ptr,
                             &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
-                            out_arr, act_arr, c_arr, _gate_math)
+                            out_arr, act_arr, c_arr, math)
 
     if columns:
         np.asarray(h_sorted)[...] = h_cols_view.T
@@ -373,7 +440,7 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
                          const floating *w_hh, const floating *w_hr, const floating *bias,
                          floating *gates, floating *h_cols, floating *c_cols,
                          floating *h_cell, floating *act_cols, Strided out, Strided act,
-                         Strided cells, bint gate_math) noexcept nogil:
+                         Strided cells, const cylstm_gate_math *math) noexcept nogil:
     """Steps first .. first + steps - 1 in the column layout: gates (4H, steps * rows),
     state h_cols (P, B) and c_cols (H, B), a batch row per column. The batch is
     BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest."""
@@ -387,8 +454,8 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
         # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
         gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_cols, <int> B, 1,
                 gates_step, <int> ld)
-        if gate_math:
-            cell_columns(H, active, gates_step, ld, bias, c_cols,
+        if math != NULL:
+            cell_columns(math, H, active, gates_step, ld, bias, c_cols,
                          h_cell if w_hr != NULL else h_cols, act_cols, B)
             if act.base != NULL:  # keep_act[t] = act, keep_c[t] = c
                 _columns_out(G, act_cols, B, act, walk, step, active)
@@ -397,7 +464,7 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
             # h[:active].T = w_hr @ h_cell[:active].T
             gemm_nn(<int> P, <int> active, <int> H, 1, w_hr, <int> H, h_cell, <int> B, 0,
                     h_cols, <int> B)
-        if gate_math:  # out[t] = h
+        if math != NULL:  # out[t] = h
             _columns_out(P, h_cols, B, out, walk, step, active)
 
 
@@ -406,7 +473,7 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
                       const floating *w_hh,
                       const floating *w_hr, const floating *bias, floating *gates,
                       floating *h, floating *c, floating *h_cell, Strided out, Strided act,
-                      Strided cells, bint gate_math) noexcept nogil:
+                      Strided cells, const cylstm_gate_math *math) noexcept nogil:
     """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
     state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed`; `gemm`
     runs gemm where one active row would otherwise run gemv."""
@@ -423,19 +490,20 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
             matmul_nn(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
         else:
             matmul_nt(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
-        if gate_math:  # c, h = cell(gates + bias, c)
+        if math != NULL:  # c, h = cell(gates + bias, c)
             for p in range(active):
                 h_new = h_cell + p * H if w_hr != NULL else h + p * P
                 if act.base != NULL:
-                    cell(H, gates_step + p * G, bias, c + p * H, h_new,
+                    cell(math, H, gates_step + p * G, bias, c + p * H, h_new,
                          <floating *> _row(act, walk, step, p))
                     memcpy(_row(cells, walk, step, p), c + p * H, H * sizeof(floating))
                 else:
-                    cell(H, gates_step + p * G, bias, c + p * H, h_new, <floating *> NULL)
+                    cell(math, H, gates_step + p * G, bias, c + p * H, h_new,
+                         <floating *> NULL)
         if w_hr != NULL:
             # h[:active] = h_cell[:active] @ w_hr.T
             matmul_nt(<int> active, <int> P, <int> H, h_cell, w_hr, 0, h)
-        if gate_math:  # out[t] = h
+        if math != NULL:  # out[t] = h
             for p in range(active):
                 memcpy(_row(out, walk, step, p), h + p * P, P * sizeof(floating))
 
@@ -532,7 +600,8 @@ def backward_layer(const floating[:, :, ::1] x,
                    const floating[:, ::1] w_hr=None,
                    floating[:, ::1] grad_w_hr=None,
                    lengths=None,
-                   bint reverse=False):
+                   bint reverse=False,
+                   simd=None):
     """Backpropagation through time for one layer and direction.
 
     The forward pass was forward_layer(x, w_ih, w_hh, ..., h0, c0, out,
@@ -587,6 +656,7 @@ def backward_layer(const floating[:, :, ::1] x,
         return
     if T * B > INT_MAX or G > INT_MAX or D > INT_MAX:
         raise ValueError(f"T * B = {T * B} or a layer size exceeds the 32-bit BLAS limit")
+    cdef const cylstm_gate_math *math = _selected_math(simd, True)
     dtype = np.float32 if floating is float else np.float64
 
     cdef const Py_ssize_t *order = NULL
@@ -651,7 +721,7 @@ def backward_layer(const floating[:, :, ::1] x,
                 for p in range(active):
                     t = _time(&walk, step, p)
                     row = order[p] if order != NULL else p
-                    cell_output(H, &act[t, row, 0], &cell_state[t, row, 0], m + p * H)
+                    cell_output(math, H, &act[t, row, 0], &cell_state[t, row, 0], m + p * H)
                 gemm_tn(<int> P, <int> H, <int> active, 1, &dh[0, 0], <int> P, m, <int> H,
                         1, &grad_w_hr[0, 0], <int> H)
                 matmul_nn(<int> active, <int> H, <int> P, &dh[0, 0], &w_hr[0, 0], 0, dm)
@@ -663,7 +733,7 @@ def backward_layer(const floating[:, :, ::1] x,
                     c_prev = &c0[row, 0]
                 else:
                     c_prev = &cell_state[_time(&walk, step - 1, p), row, 0]
-                cell_backward(H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
+                cell_backward(math, H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
                               dm + p * H, &dc[p, 0])
                 if not columns:
                     memcpy(&d_gates[p, 0], &act[t, row, 0], G * itemsize)

@@ -42,7 +42,8 @@ def test_stub_names_the_extension_entry_points():
     public = {name for name in vars(_lstm) if not name.startswith("_")} - IMPORTED
     assert functions | constants == public
     assert functions == {name for name in public if callable(getattr(_lstm, name))}
-    assert constants == {"COLUMN_LAYOUT_MIN_BATCH", "STRATEGIES"}
+    assert constants == {"COLUMN_LAYOUT_MIN_BATCH", "STRATEGIES", "SIMD_PATHS",
+                         "SIMD_ENVIRONMENT_VARIABLE"}
     assert isinstance(_lstm.COLUMN_LAYOUT_MIN_BATCH, int)
 
 

@@ -118,7 +118,10 @@ def machine_info() -> dict[str, Any]:
                         **{name: _version(name) for name in _OPTIONAL}}
     path = simd_path()
     if path is not None:
+        from .. import _lstm
+
         info["cylstm_simd_path"] = path
+        info["cylstm_simd_paths_runnable"] = list(_lstm.simd_paths())
     libraries = blas_libraries()
     info["blas"] = None if libraries is None else [
         {key: value for key, value in lib.items() if key != "filepath"} for lib in libraries]
@@ -138,5 +141,7 @@ def describe() -> list:
         + (f" (also installed: {frameworks})" if frameworks else ""),
         f"CPU: {info['cpu']}, {cpus} usable CPUs",
         f"BLAS: {scipy_blas()} via scipy.linalg.cython_blas",
-        f"gate math SIMD path: {info.get('cylstm_simd_path', 'unknown (extension not built)')}",
+        f"gate math SIMD path: {info.get('cylstm_simd_path', 'unknown (extension not built)')}"
+        + (f" (this CPU runs: {', '.join(info['cylstm_simd_paths_runnable'])}; "
+           f"CYLSTM_SIMD chooses)" if "cylstm_simd_paths_runnable" in info else ""),
     ]
