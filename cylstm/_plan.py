@@ -5,8 +5,11 @@ and the shape (an AMD EPYC with AVX2 and an Intel Xeon with AVX-512 disagreed
 by up to 2x), so no constant can be right everywhere. As FFTW plans a
 transform and cuDNN picks an algorithm, the first call of a shape chooses:
 
-- "estimate" (the default): the rule (`_lstm.default_strategy`), no timing:
-  the same plan, and so bit-identical results, in every process;
+- "estimate" (the default): the rule (`rule_strategy`: the kernel's
+  `default_strategy`, refined by the OpenBLAS core name), no timing: the same
+  plan, and so bit-identical results, in every process on one machine; the
+  default, as torch.backends.cudnn.benchmark is off by default, for that
+  reproducibility;
 - "measure": time every strategy on a few steps of a synthetic problem of that
   shape, within a small budget, and keep the fastest, unless it beats the
   rule's choice by less than MARGIN (close races would flip from one process
@@ -184,9 +187,54 @@ class Planner:
         return len(plans)
 
 
+# OpenBLAS's AVX-512 cores, where batch-1 products ranked otherwise than on
+# the AVX2 cores the kernel's default rule was measured on (Intel Xeon,
+# SkylakeX kernels, per step: at H=64 gemm on the transposed w_hh 0.65 us,
+# gemv 0.85, gemm on w_hh 1.04; at H=256 gemm on w_hh fastest; at H=512 the
+# gemvs, 148-157 us, and gemm 3-4x slower). The column layout won at every
+# batch > 1 on both kinds.
+AVX512_BLAS_CORES = ("SkylakeX", "Cooperlake", "SapphireRapids")
+
+
+def rule_strategy(steps: int, batch: int, hidden_size: int, blas_core: str) -> str:
+    """The estimate: the kernel's rule, refined for the BLAS core that runs it."""
+    if batch == 1 and blas_core in AVX512_BLAS_CORES:
+        if hidden_size <= 128:
+            return "rows-t-gemm" if steps >= 128 else "rows-gemm"
+        if hidden_size <= 384:
+            return "rows-gemm"
+    return _lstm.default_strategy(steps, batch)
+
+
 def rule_plan(shape: Shape) -> Plan:
-    return Plan(_lstm.default_strategy(shape.steps_bucket, shape.batch),
-                _lstm.default_chunk_bytes(), "rule", {})
+    strategy = rule_strategy(shape.steps_bucket, shape.batch, shape.hidden_size, blas_core())
+    return Plan(strategy, _lstm.default_chunk_bytes(), "rule", {})
+
+
+_BLAS_CORE = []  # [name] once known: the BLAS does not change within a process
+
+
+def blas_core() -> str:
+    """The name of the kernels scipy's OpenBLAS runs ("Haswell", "SkylakeX", ...),
+    or "" when unknown (another BLAS, or no threadpoolctl)."""
+    if not _BLAS_CORE:
+        _BLAS_CORE.append(str(scipy_blas_info().get("architecture") or ""))
+    return _BLAS_CORE[0]
+
+
+def scipy_blas_info() -> dict:
+    """threadpoolctl's entry for the BLAS scipy's cython_blas calls (numpy may load
+    another OpenBLAS, listed first), or {} without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    libraries = [info for info in threadpool_info() if info.get("user_api") == "blas"]
+    for info in libraries:
+        path = info.get("filepath", "")
+        if "scipy" in path and "numpy.libs" not in path:
+            return info
+    return libraries[0] if libraries else {}
 
 
 def fixed_plan(shape: Shape, mode) -> Plan:
@@ -265,16 +313,9 @@ class _Problem:
 
 def machine_key():
     """What wisdom is valid for: the CPU, the BLAS and cylstm's version."""
-    blas = {}
-    try:
-        from threadpoolctl import threadpool_info
-
-        for info in threadpool_info():
-            if info.get("user_api") == "blas":
-                blas = {key: info.get(key) for key in ("internal_api", "version", "architecture")}
-                break
-    except ImportError:
-        pass
+    info = scipy_blas_info()
+    blas = {key: info.get(key) for key in ("internal_api", "version", "architecture")} \
+        if info else {}
     return {"cpu": _cpu_model(), "machine": platform.machine(), "blas": blas,
             "cylstm": __version__, "simd": _lstm.simd_path()}
 

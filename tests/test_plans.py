@@ -155,3 +155,24 @@ def test_first_calls_from_threads_are_safe_and_agree(mode):
     for result in results[1:]:
         np.testing.assert_array_equal(result, results[0])
     assert len(plans.plans()) == 1
+
+
+def test_the_estimate_follows_the_blas_core():
+    """The batch-1 rule differs on OpenBLAS's AVX-512 kernels, as measured there
+    (the issue's Intel Xeon figures); batches take the column layout on every core."""
+    rule = _plan.rule_strategy
+    assert [rule(1000, 1, 64, "Haswell"), rule(10, 1, 64, "Haswell")] == ["rows-t", "rows"]
+    assert [rule(1000, 1, 64, "SkylakeX"), rule(10, 1, 64, "SkylakeX")] == \
+        ["rows-t-gemm", "rows-gemm"]
+    assert rule(500, 1, 256, "SkylakeX") == "rows-gemm"
+    assert rule(500, 1, 512, "SkylakeX") == rule(500, 1, 512, "Haswell") == "rows-t"
+    assert {rule(100, batch, 256, core) for batch in (2, 32) for core in
+            ("SkylakeX", "Haswell", "")} == {"columns"}
+
+
+def test_the_blas_core_is_scipys():
+    pytest.importorskip("threadpoolctl")
+    info = _plan.scipy_blas_info()
+    assert info.get("user_api") == "blas"
+    assert _plan.blas_core() == (info.get("architecture") or "")
+    assert _plan.machine_key()["blas"]["version"] == info.get("version")
