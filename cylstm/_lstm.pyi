@@ -31,6 +31,7 @@ def forward_layer(
     reverse: bool = False,
     keep_act: Optional[NDArray[_F]] = None,
     keep_c: Optional[NDArray[_F]] = None,
+    h_mask: Optional[NDArray[_F]] = None,
     strategy: Optional[str] = None,
     chunk_bytes: Optional[int] = None,
     _gate_math: bool = True,
@@ -58,4 +59,5 @@ def backward_layer(
     grad_w_hr: Optional[NDArray[_F]] = None,
     lengths: Optional[ArrayLike] = None,
     reverse: bool = False,
+    h_mask: Optional[NDArray[_F]] = None,
 ) -> None: ...
