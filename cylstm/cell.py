@@ -228,17 +228,16 @@ class LSTMCell:
             c = np.zeros((batch, self.hidden_size), self.dtype)
         else:
             _walk.check_state_pair("hx", hx)
-            h, c = (self._checked(f"hx[{position}] ({part})", value, expected)
-                    for position, (part, value) in enumerate((("h_0", hx[0]), ("c_0", hx[1]))))
+            h = self._checked("hx[0] (h_0)", hx[0], expected)
+            c = self._checked("hx[1] (c_0)", hx[1], expected)
         return _walk.kernel_input(x.reshape(1, batch, self.input_size)), h, c, unbatched
 
     def _checked(self, argument, value, expected):
         """`value` checked against `expected` as a fresh C-order (B, H) array."""
         array = as_real_array(argument, value, self.dtype)
-        if array.shape != tuple(expected):
-            raise ValueError(f"{argument} must have shape {tuple(expected)}, "
-                             f"got {array.shape}")
-        return np.array(array.reshape(-1, self.hidden_size), order="C")
+        if array.shape != expected:
+            raise ValueError(f"{argument} must have shape {expected}, got {array.shape}")
+        return np.array(array, order="C").reshape(-1, self.hidden_size)
 
     def _bias(self):
         if self.bias:
