@@ -57,6 +57,9 @@ class LSTMCell:
     True
     """
 
+    _config: dict[str, Any]
+    _shapes: dict[str, tuple[int, ...]]
+
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *,
                  dtype: DTypeLike = np.float32, seed: SeedLike = None) -> None:
         self._start(check_size("input_size", input_size), check_size("hidden_size", hidden_size),
@@ -179,14 +182,14 @@ class LSTMCell:
         x_rows, h, c, unbatched = self._prepare(x, hx)
         x_rows = np.array(x_rows, order="C")  # own copies: the caller may change them
         h0, c0 = h.copy(), c.copy()
-        weights = [np.array(self.weight_ih), np.array(self.weight_hh)]
+        w_ih, w_hh = np.array(self.weight_ih), np.array(self.weight_hh)
         batch, hidden = h.shape[0], self.hidden_size
         out = np.empty((1, batch, hidden), self.dtype)
         act = np.zeros((1, batch, 4 * hidden), self.dtype)
         cells = np.empty((1, batch, hidden), self.dtype)
-        _lstm.forward_layer(x_rows, *weights, self._bias(), h, c, out, keep_act=act,
+        _lstm.forward_layer(x_rows, w_ih, w_hh, self._bias(), h, c, out, keep_act=act,
                             keep_c=cells)
-        used = []
+        used: list[bool] = []
 
         def backward(grad_h_1: ArrayLike, grad_c_1: Optional[ArrayLike] = None):
             if used:
@@ -201,7 +204,7 @@ class LSTMCell:
             grads = {name: np.empty(shape, self.dtype) for name, shape in self._shapes.items()
                      if name != "bias_hh"}
             bias = grads.pop("bias_ih", np.empty(4 * hidden, self.dtype))
-            _lstm.backward_layer(x_rows, *weights, h0, c0, out, act, cells, np.zeros_like(out),
+            _lstm.backward_layer(x_rows, w_ih, w_hh, h0, c0, out, act, cells, np.zeros_like(out),
                                  grad_h, grad_c, grad_x, grad_h0, grad_c0, grads["weight_ih"],
                                  grads["weight_hh"], bias)
             if self.bias:  # b_ih and b_hh enter as their sum: equal gradients
