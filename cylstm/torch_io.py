@@ -90,6 +90,9 @@ def parts_from_torch(source: Any, **config: Any) -> tuple[dict[str, Any], dict[s
 def torch_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
     """A torch.nn.LSTM (float32 or float64 as the config says) holding these weights.
 
+    The config's dropout goes to the module; recurrent_dropout, which torch
+    lacks, does not (it acts only in training).
+
     Parameters
     ----------
     config : mapping

@@ -7,6 +7,7 @@ torch.nn.LSTMs with the same mask between them, Keras's LSTM in training with th
 recurrent mask, and central finite differences in float64; plus reproducibility from `rng`,
 the masks' values, inference ignoring both options, and the errors."""
 
+import pickle
 import re
 
 import numpy as np
@@ -362,3 +363,15 @@ def test_gradients_of_one_row_against_finite_differences():
     grad_x, (grad_h0, grad_c0), grads = backward(grad_output, grad_state)
     numeric = numeric_gradients(_Train(model, 18), x, None, None, grad_output, grad_state)
     assert_gradients_close({"x": grad_x, "h0": grad_h0, "c0": grad_c0, **grads}, numeric)
+
+
+def test_the_rates_survive_pickle_save_and_torch(tmp_path):
+    model = cylstm.LSTM(D, H, num_layers=2, dropout=0.3, recurrent_dropout=0.2, seed=0)
+    path = tmp_path / "model.npz"
+    cylstm.save(path, model)
+    for clone in (pickle.loads(pickle.dumps(model)), cylstm.load(path)):
+        assert (clone.dropout, clone.recurrent_dropout) == (0.3, 0.2)
+    torch = pytest.importorskip("torch")
+    module = model.to_torch()  # torch has no recurrent dropout: only dropout goes
+    assert isinstance(module, torch.nn.LSTM) and module.dropout == 0.3
+    assert cylstm.LSTM.from_torch(module).dropout == 0.3
