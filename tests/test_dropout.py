@@ -375,3 +375,20 @@ def test_the_rates_survive_pickle_save_and_torch(tmp_path):
     module = model.to_torch()  # torch has no recurrent dropout: only dropout goes
     assert isinstance(module, torch.nn.LSTM) and module.dropout == 0.3
     assert cylstm.LSTM.from_torch(module).dropout == 0.3
+
+
+def test_masks_are_drawn_in_the_documented_order():
+    """Recurrent masks first, in state order (layer, direction), then the between-layer
+    masks: generator.random(shape) >= p, scaled by 1 / (1 - p)."""
+    model = cylstm.LSTM(D, H, num_layers=2, bidirectional=True, dropout=0.25,
+                        recurrent_dropout=0.5, dtype=np.float64)
+    _, _, backward = model.forward_train(np.ones((T, B, D)), rng=21)
+    generator = np.random.default_rng(21)
+    expected = {name: _mask(generator, (B, H), 0.5)
+                for name in ("recurrent_l0", "recurrent_l0_reverse", "recurrent_l1",
+                             "recurrent_l1_reverse")}
+    expected["dropout_l0"] = _mask(generator, (T, B, 2 * H), 0.25)
+    masks = backward.masks
+    assert list(masks) == list(expected)
+    for name, mask in expected.items():
+        np.testing.assert_array_equal(masks[name], mask, err_msg=name)
