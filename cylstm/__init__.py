@@ -17,8 +17,9 @@ except ImportError as exc:  # pragma: no cover - exercised from a source checkou
 
 from . import optim, plans
 from .model import LSTM
+from .cell import LSTMCell
 from .functional import lstm
 from .saving import load, save
 from .stream import LSTMStream
 
-__all__ = ["LSTM", "LSTMStream", "lstm", "load", "optim", "plans", "save", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "LSTMStream", "lstm", "load", "optim", "plans", "save", "__version__"]

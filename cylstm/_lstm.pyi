@@ -37,6 +37,7 @@ def forward_layer(
     reverse: bool = False,
     keep_act: Optional[NDArray[_F]] = None,
     keep_c: Optional[NDArray[_F]] = None,
+    h_mask: Optional[NDArray[_F]] = None,
     strategy: Optional[str] = None,
     chunk_bytes: Optional[int] = None,
     simd: Optional[str] = None,
@@ -65,5 +66,6 @@ def backward_layer(
     grad_w_hr: Optional[NDArray[_F]] = None,
     lengths: Optional[ArrayLike] = None,
     reverse: bool = False,
+    h_mask: Optional[NDArray[_F]] = None,
     simd: Optional[str] = None,
 ) -> None: ...

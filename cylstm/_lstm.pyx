@@ -216,6 +216,7 @@ def forward_layer(const floating[:, :, :] x,
                   bint reverse=False,
                   floating[:, :, ::1] keep_act=None,
                   floating[:, :, ::1] keep_c=None,
+                  const floating[:, ::1] h_mask=None,
                   strategy=None,
                   chunk_bytes=None,
                   simd=None,
@@ -237,6 +238,10 @@ def forward_layer(const floating[:, :, :] x,
     keep_act (T, B, 4H) and keep_c (T, B, H), given together, receive the gate
     activations i, f, g, o and the cell state of every valid step, for
     backward_layer.
+
+    h_mask (B, P), for training only: recurrent dropout (Keras's). Every step
+    multiplies h by it before the recurrent product, gates += (h * h_mask) @
+    w_hh.T; out and the state stay the unmasked h.
 
     strategy: how the per-step product gates += h @ w_hh.T runs (all give the
     same numbers up to rounding): "rows" (gates a batch row per row; gemv on
@@ -264,6 +269,8 @@ def forward_layer(const floating[:, :, :] x,
     if keep and (keep_c is None or tuple(keep_act.shape)[:3] != (T, B, G)
                  or tuple(keep_c.shape)[:3] != (T, B, H)):
         raise ValueError("keep_act must be (T, B, 4H) and keep_c (T, B, H)")
+    if h_mask is not None and tuple(h_mask.shape)[:2] != (B, P):
+        raise ValueError(f"h_mask must be (B, P) = ({B}, {P}), got {tuple(h_mask.shape)[:2]}")
     cdef Py_ssize_t itemsize = sizeof(floating)
     if (D > 1 and x.strides[2] != itemsize) or (P > 1 and out.strides[2] != itemsize):
         raise ValueError("x and out must have contiguous rows (last axis)")
@@ -348,6 +355,16 @@ def forward_layer(const floating[:, :, :] x,
     cdef floating *act_cols = NULL
     # own the scratch below
     cdef floating[:, ::1] x_chunk_view, h_cell_view, h_cols_view, c_cols_view, act_cols_view
+    cdef floating[:, ::1] mask_view, h_masked_view
+    cdef const floating *mask = NULL
+    cdef floating *h_masked = NULL
+    if h_mask is not None:
+        # In processing order and in the layout of the state (see below), with
+        # scratch for h * mask, the recurrent product's operand.
+        mask_state = np.asarray(h_mask) if order == NULL else np.asarray(h_mask)[order_view]
+        mask_view = np.ascontiguousarray(mask_state.T if columns else mask_state)
+        h_masked_view = np.empty_like(mask_view)
+        mask, h_masked = &mask_view[0, 0], &h_masked_view[0, 0]
     if gather:
         x_chunk_view = np.zeros((chunk * B, D), dtype=dtype)
         x_chunk = &x_chunk_view[0, 0]
@@ -406,12 +423,12 @@ def forward_layer(const floating[:, :, :] x,
             if columns:
                 _steps_columns(&walk, first, steps, rows, H, P, B, w_hh_ptr, w_hr_ptr,
                                &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
-                               out_arr, act_arr, c_arr, math)
+                               mask, h_masked, out_arr, act_arr, c_arr, math)
             else:
                 _steps_rows(&walk, first, steps, rows, H, P, transposed, row_gemm,
                             w_hh_ptr, w_hr_ptr,
                             &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
-                            out_arr, act_arr, c_arr, math)
+                            mask, h_masked, out_arr, act_arr, c_arr, math)
 
     if columns:
         np.asarray(h_sorted)[...] = h_cols_view.T
@@ -439,20 +456,27 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
                          Py_ssize_t rows, Py_ssize_t H, Py_ssize_t P, Py_ssize_t B,
                          const floating *w_hh, const floating *w_hr, const floating *bias,
                          floating *gates, floating *h_cols, floating *c_cols,
-                         floating *h_cell, floating *act_cols, Strided out, Strided act,
+                         floating *h_cell, floating *act_cols, const floating *mask,
+                         floating *h_masked, Strided out, Strided act,
                          Strided cells, const cylstm_gate_math *math) noexcept nogil:
     """Steps first .. first + steps - 1 in the column layout: gates (4H, steps * rows),
     state h_cols (P, B) and c_cols (H, B), a batch row per column. The batch is
-    BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest."""
-    cdef Py_ssize_t G = 4 * H, ld = steps * rows, active = rows, s, step
+    BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest.
+    mask (P, B), if not NULL, multiplies h before the product (into h_masked)."""
+    cdef Py_ssize_t G = 4 * H, ld = steps * rows, active = rows, s, step, j, p
     cdef floating *gates_step
+    cdef const floating *h_rec = h_cols if mask == NULL else h_masked
     for s in range(steps):
         step = first + s
         while walk.length != NULL and walk.length[active - 1] <= step:
             active -= 1
         gates_step = gates + s * rows
+        if mask != NULL:  # h_masked = h * mask (recurrent dropout)
+            for j in range(P):
+                for p in range(active):
+                    h_masked[j * B + p] = h_cols[j * B + p] * mask[j * B + p]
         # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
-        gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_cols, <int> B, 1,
+        gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_rec, <int> B, 1,
                 gates_step, <int> ld)
         if math != NULL:
             cell_columns(math, H, active, gates_step, ld, bias, c_cols,
@@ -472,24 +496,30 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
                       Py_ssize_t H, Py_ssize_t P, bint transposed, bint gemm,
                       const floating *w_hh,
                       const floating *w_hr, const floating *bias, floating *gates,
-                      floating *h, floating *c, floating *h_cell, Strided out, Strided act,
+                      floating *h, floating *c, floating *h_cell, const floating *mask,
+                      floating *h_masked, Strided out, Strided act,
                       Strided cells, const cylstm_gate_math *math) noexcept nogil:
     """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
     state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed`; `gemm`
-    runs gemm where one active row would otherwise run gemv."""
+    runs gemm where one active row would otherwise run gemv. mask (rows, P), if
+    not NULL, multiplies h before the product (into h_masked)."""
     cdef Py_ssize_t G = 4 * H, active = rows, s, step, p
     cdef floating *gates_step
     cdef floating *h_new
+    cdef const floating *h_rec = h if mask == NULL else h_masked
     for s in range(steps):
         step = first + s
         while walk.length != NULL and walk.length[active - 1] <= step:
             active -= 1
         gates_step = gates + s * rows * G
+        if mask != NULL:  # h_masked = h * mask (recurrent dropout)
+            for p in range(active * P):
+                h_masked[p] = h[p] * mask[p]
         # gates[s, :active] += h[:active] @ w_hh.T
         if transposed:  # gates += h @ (w_hh.T)
-            matmul_nn(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
+            matmul_nn(<int> active, <int> G, <int> P, h_rec, w_hh, 1, gates_step, gemm)
         else:
-            matmul_nt(<int> active, <int> G, <int> P, h, w_hh, 1, gates_step, gemm)
+            matmul_nt(<int> active, <int> G, <int> P, h_rec, w_hh, 1, gates_step, gemm)
         if math != NULL:  # c, h = cell(gates + bias, c)
             for p in range(active):
                 h_new = h_cell + p * H if w_hr != NULL else h + p * P
@@ -601,12 +631,13 @@ def backward_layer(const floating[:, :, ::1] x,
                    floating[:, ::1] grad_w_hr=None,
                    lengths=None,
                    bint reverse=False,
+                   const floating[:, ::1] h_mask=None,
                    simd=None):
     """Backpropagation through time for one layer and direction.
 
     The forward pass was forward_layer(x, w_ih, w_hh, ..., h0, c0, out,
     w_hr=w_hr, lengths=lengths, reverse=reverse, keep_act=act,
-    keep_c=cell_state) on time-major contiguous x (T, B, D), with out (T, B, P)
+    keep_c=cell_state, h_mask=h_mask) on time-major contiguous x (T, B, D), with out (T, B, P)
     a view whose rows have one stride and that is zero past each row's length.
     act is overwritten with the gradient of the gate pre-activations, so this
     runs once per forward pass.
@@ -614,7 +645,9 @@ def backward_layer(const floating[:, :, ::1] x,
     grad_out (T, B, P), grad_h_n (B, P) and grad_c_n (B, H) are dL/d of out,
     h_n and c_n. grad_x (T, B, D) is ADDED to (both directions of a layer
     feed it); grad_h0, grad_c0 and the weight gradients are written. bias
-    stands for b_ih and b_hh, whose gradients are equal.
+    stands for b_ih and b_hh, whose gradients are equal. With h_mask the
+    recurrent product read h * h_mask: grad_w_hh pairs with the masked h, and
+    the gradient reaching h_{t-1} (and h0) is multiplied by the mask.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
@@ -633,7 +666,8 @@ def backward_layer(const floating[:, :, ::1] x,
             or tuple(grad_x.shape)[:3] != (T, B, D)
             or tuple(grad_h0.shape)[:2] != (B, P) or tuple(grad_c0.shape)[:2] != (B, H)
             or tuple(grad_w_ih.shape)[:2] != (G, D) or tuple(grad_w_hh.shape)[:2] != (G, P)
-            or grad_bias.shape[0] != G):
+            or grad_bias.shape[0] != G
+            or (h_mask is not None and tuple(h_mask.shape)[:2] != (B, P))):
         raise ValueError("shapes do not fit one LSTM layer's backward pass")
     if ((P > 1 and (out.strides[2] != itemsize or grad_out.strides[2] != itemsize))
             or (T > 1 and out.strides[0] != B * out.strides[1])):
@@ -659,6 +693,18 @@ def backward_layer(const floating[:, :, ::1] x,
     cdef const cylstm_gate_math *math = _selected_math(simd, True)
     dtype = np.float32 if floating is float else np.float64
 
+    # What the recurrent product read at each step: out one step earlier and
+    # h0, or with h_mask their masked copies (the mask is fixed over time).
+    cdef const floating *h_prev = &out[0, 0, 0]
+    cdef const floating *h_first = &h0[0, 0]
+    cdef Py_ssize_t h_prev_ld = out_row
+    cdef floating[:, :, ::1] out_masked_view
+    cdef floating[:, ::1] h0_masked_view
+    if h_mask is not None:
+        out_masked_view = np.asarray(out) * np.asarray(h_mask)
+        h0_masked_view = np.asarray(h0) * np.asarray(h_mask)
+        h_prev, h_first, h_prev_ld = &out_masked_view[0, 0, 0], &h0_masked_view[0, 0], P
+
     cdef const Py_ssize_t *order = NULL
     cdef const Py_ssize_t *length = NULL
     cdef Py_ssize_t[::1] order_view, length_view
@@ -671,6 +717,13 @@ def backward_layer(const floating[:, :, ::1] x,
     else:
         dh_state = np.array(grad_h_n)
         dc_state = np.array(grad_c_n)
+    # the mask in processing order, as dh's rows
+    cdef floating[:, ::1] mask_view
+    cdef const floating *mask = NULL
+    if h_mask is not None:
+        mask_view = np.ascontiguousarray(
+            np.asarray(h_mask) if order == NULL else np.asarray(h_mask)[order_view])
+        mask = &mask_view[0, 0]
     # dh, dc: dL/dh and dL/dc flowing back through the rows, in processing order
     cdef floating[:, ::1] dh = dh_state
     cdef floating[:, ::1] dc = dc_state
@@ -748,6 +801,10 @@ def backward_layer(const floating[:, :, ::1] x,
             else:
                 matmul_nn(<int> active, <int> P, <int> G, &d_gates[0, 0], &w_hh[0, 0], 0,
                           &dh[0, 0])
+            if mask != NULL:  # the product read h * mask
+                for p in range(active):
+                    for j in range(P):
+                        dh[p, j] *= mask[p * P + j]
 
         # Weight and input gradients: a few gemms over all steps at once.
         # act is zero at padded steps (the caller allocates it zeroed), so
@@ -763,13 +820,13 @@ def backward_layer(const floating[:, :, ::1] x,
         if T > 1:
             if reverse:
                 gemm_tn(<int> G, <int> P, <int> ((T - 1) * B), 1, &act[0, 0, 0], <int> G,
-                        &out[1, 0, 0], <int> out_row, 0, &grad_w_hh[0, 0], <int> P)
+                        h_prev + B * h_prev_ld, <int> h_prev_ld, 0, &grad_w_hh[0, 0], <int> P)
             else:
                 gemm_tn(<int> G, <int> P, <int> ((T - 1) * B), 1, &act[1, 0, 0], <int> G,
-                        &out[0, 0, 0], <int> out_row, 0, &grad_w_hh[0, 0], <int> P)
+                        h_prev, <int> h_prev_ld, 0, &grad_w_hh[0, 0], <int> P)
         # (reverse: a row's first step is its last valid time, where the gemm
         # above paired it with out past the row's length, which is zero)
-        gemm_tn(<int> G, <int> P, <int> B, 1, &first_act[0, 0], <int> G, &h0[0, 0],
+        gemm_tn(<int> G, <int> P, <int> B, 1, &first_act[0, 0], <int> G, h_first,
                 <int> P, 1, &grad_w_hh[0, 0], <int> P)
         # grad_bias = act.T @ ones: act summed over all steps and rows
         gemv_t(<int> (T * B), <int> G, 1, &act[0, 0, 0], <int> G, &ones[0], 0,

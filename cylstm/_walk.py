@@ -38,6 +38,7 @@ class KeptDirection(NamedTuple):
     w_hr: Optional[np.ndarray]
     act: np.ndarray  # (T, B, 4H) i, f, g, o; overwritten by the backward pass
     cells: np.ndarray  # (T, B, H)
+    h_mask: Optional[np.ndarray] = None  # (B, H_out): recurrent dropout, training only
 
 
 class KeptLayer(NamedTuple):
@@ -264,7 +265,7 @@ def _forward_wavefront(config, weights, call, workers):
 
 
 def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_first=False,
-         workers=1, keep=False, plan_workers=None):
+         workers=1, keep=False, plan_workers=None, h_masks=None, dropout_masks=None):
     """Run every layer and direction of `weights` over x (T, B, D), any view.
 
     h[i] and c[i], i = layer * directions + direction, are C-contiguous (B, .)
@@ -273,6 +274,9 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
     With workers > 1 the two directions of a layer run side by side. Each
     kernel call runs as the plan for its shape says (cylstm/_plan.py);
     plan_workers (default: workers) is the thread scheme the plan is for.
+    Training only: h_masks[i] (B, H_out) is recurrent dropout for index i
+    (see forward_layer's h_mask); dropout_masks[k] (T, B, F) multiplies the
+    output of layer k < last before layer k + 1 reads it.
     Returns (output in the user's layout, its (T, B, F) view, kept): kept is
     one KeptLayer per layer with keep=True (for backward), else None.
     """
@@ -292,6 +296,7 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
                           output_time_major=output_time_major, layer_weights=layer_weights):
             index = layer * directions + direction
             w_ih, w_hh, bias, w_hr = layer_weights[direction]
+            h_mask = None if h_masks is None else h_masks[index]
             act = allocate((steps, batch, 4 * hidden), dtype) if keep else None
             cells = np.empty((steps, batch, hidden), dtype) if keep else None
             options = _plan.kernel_options(dtype, steps, batch, layer_input.shape[2], hidden,
@@ -300,8 +305,8 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
                 layer_input, w_ih, w_hh, bias, h[index], c[index],
                 output_time_major[:, :, direction * width:(direction + 1) * width],
                 w_hr=w_hr, lengths=lengths, reverse=direction == 1, keep_act=act, keep_c=cells,
-                **options)
-            return KeptDirection(w_ih, w_hh, w_hr, act, cells)
+                h_mask=h_mask, **options)
+            return KeptDirection(w_ih, w_hh, w_hr, act, cells, h_mask)
 
         if workers > 1 and directions == 2:
             ran = _parallel.run_all([lambda d=d: run_direction(d) for d in range(2)], 2)
@@ -310,7 +315,9 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
         if kept is not None:
             kept.append(KeptLayer(layer_input, output_time_major, ran))
         layer_input = output_time_major
-    return output, layer_input, kept
+        if dropout_masks is not None and not last:
+            layer_input = output_time_major * dropout_masks[layer]
+    return output, output_time_major, kept
 
 
 # -- arrays for the kernel -------------------------------------------------------

@@ -405,7 +405,7 @@ class LSTM:
         return self._num_threads
 
     def forward_train(self, x: ArrayLike, hx: StateLike = None,
-                      lengths: Optional[ArrayLike] = None,
+                      lengths: Optional[ArrayLike] = None, *, rng: Any = None,
                       ) -> tuple[FloatArray, State, Backward]:
         """The forward pass, keeping what backpropagation needs.
 
@@ -413,6 +413,10 @@ class LSTM:
         ----------
         x, hx, lengths
             As for calling the model.
+        rng : int, np.random.Generator or None
+            Where the `dropout` and `recurrent_dropout` masks come from (an
+            int seed makes a training step reproducible); unused without
+            dropout. `backward.masks` gives the masks drawn.
 
         Returns
         -------
@@ -432,7 +436,7 @@ class LSTM:
         >>> grad_x.shape, grad_h0.shape, list(grads)
         ((5, 2, 3), (1, 2, 4), ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0'])
         """
-        return training.forward_train(self, self._config, x, hx, lengths)
+        return training.forward_train(self, self._config, x, hx, lengths, rng)
 
     def stream(self) -> LSTMStream:
         """A stateful runner: feed the sequence in chunks, get the same outputs.

@@ -22,8 +22,8 @@ ARCHITECTURE_KEYS = ("input_size", "hidden_size", "num_layers", "bias",
 def parts_from_torch(source: Any, **config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(config, state_dict) of a torch.nn.LSTM or its state dict, for LSTM.from_torch.
 
-    Dropout between layers is a training-time feature and is not applied (a
-    module with dropout > 0 says so in a warning).
+    A module's `dropout` is kept in the config: it acts in `forward_train`
+    only, never in a call (as torch in eval mode).
 
     Parameters
     ----------
@@ -90,6 +90,9 @@ def parts_from_torch(source: Any, **config: Any) -> tuple[dict[str, Any], dict[s
 def torch_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
     """A torch.nn.LSTM (float32 or float64 as the config says) holding these weights.
 
+    The config's dropout goes to the module; recurrent_dropout, which torch
+    lacks, does not (it acts only in training).
+
     Parameters
     ----------
     config : mapping
@@ -120,7 +123,8 @@ def torch_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any]) -
     module = torch.nn.LSTM(
         config["input_size"], config["hidden_size"], config["num_layers"], bias=config["bias"],
         batch_first=config["batch_first"], bidirectional=config["bidirectional"],
-        proj_size=config["proj_size"], dtype=getattr(torch, str(np.dtype(config["dtype"]))))
+        proj_size=config["proj_size"], dropout=config.get("dropout", 0.0),
+        dtype=getattr(torch, str(np.dtype(config["dtype"]))))
     module.load_state_dict({name: torch.from_numpy(np.array(value))
                             for name, value in state_dict.items()})
     return module
@@ -138,15 +142,13 @@ def _module_architecture(module):
     mode = getattr(module, "mode", None)
     if mode != "LSTM" or not all(hasattr(module, key) for key in ARCHITECTURE_KEYS):
         what = f"a {mode} module" if isinstance(mode, str) else f"a {kind}"
-        hint = (" (a cell runs one step; cylstm has no LSTMCell yet: wrap its weights in a "
-                "one-layer state dict, weight_ih_l0 etc.)" if kind == "LSTMCell" else "")
+        hint = (" (a cell runs one step: use cylstm.LSTMCell.from_torch)"
+                if kind == "LSTMCell" else "")
         raise TypeError(f"source must be a torch.nn.LSTM, got {what}{hint}")
-    dropout = getattr(module, "dropout", 0)
-    if dropout:
-        warnings.warn(
-            f"the torch LSTM has dropout={dropout}; dropout acts only in training and is "
-            "not applied by cylstm (as torch in eval mode)", UserWarning, stacklevel=4)
-    return {key: getattr(module, key) for key in ARCHITECTURE_KEYS}
+    architecture = {key: getattr(module, key) for key in ARCHITECTURE_KEYS}
+    if getattr(module, "dropout", 0):  # only a module tells; training-time only
+        architecture["dropout"] = float(module.dropout)
+    return architecture
 
 
 def architecture_of(state_dict: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,14 @@ cell states (T x B x H), about T x B x 5H values, plus each layer's output
 (T x B x directions x H_out), which the next layer reads anyway, and copies of
 the input, the initial state and the weights, so that changing them before
 `backward` does not change the gradients.
+
+Dropout (training only; a model call never drops): `dropout` multiplies the
+output of every layer but the last by a mask of 0 and 1 / (1 - p) before the
+next layer reads it (torch's); `recurrent_dropout` multiplies h by such a mask
+of shape (B, H_out), drawn once per call for each layer and direction and fixed
+over the sequence, before the recurrent product only (Keras's). The masks come
+from `rng` (SPEC 7: an int seed, a np.random.Generator, or None for fresh
+entropy), recurrent masks first, in state order, then the between-layer masks.
 """
 from __future__ import annotations
 
@@ -30,8 +38,10 @@ if TYPE_CHECKING:
 
 
 def forward_train(model: Any, config: Config, x: ArrayLike, hx: StateLike = None,
-                  lengths: Optional[ArrayLike] = None) -> tuple[FloatArray, State, Backward]:
-    """Run `model` on x like `model(x, hx, lengths)` and return a `Backward` too."""
+                  lengths: Optional[ArrayLike] = None, rng: Any = None,
+                  ) -> tuple[FloatArray, State, Backward]:
+    """Run `model` on x like `model(x, hx, lengths)`, with dropout drawn from
+    `rng`, and return a `Backward` too."""
     call = _walk.prepare(config, x, hx, lengths)
     # Own copies: the caller may overwrite x, hx and the weights before backward.
     call = call._replace(h0=np.array(call.h0), c0=np.array(call.c0))
@@ -41,10 +51,12 @@ def forward_train(model: Any, config: Config, x: ArrayLike, hx: StateLike = None
         # The weight gradient is one product over all T x B rows: padded steps
         # must hold zeros there, whatever the user padded with (NaN is common).
         x_time_major[_walk.padded_steps(steps, call.lengths)] = 0
+    masks = draw_masks(config, rng, *x_time_major.shape[:2])
     weights = _walk.kernel_weights(model, config, copy=True)
     h_n, c_n = np.array(call.h0, order="C"), np.array(call.c0, order="C")  # final states
     _, last_output, layers = _walk.walk(config, weights, x_time_major, list(h_n), list(c_n),
-                                        call.lengths, keep=True)
+                                        call.lengths, keep=True,
+                                        h_masks=masks["recurrent"], dropout_masks=masks["dropout"])
 
     result = np.array(last_output)  # the user's copy; the kept one stays zero-padded
     if call.lengths is not None and config.padding == "carry":
@@ -53,7 +65,35 @@ def forward_train(model: Any, config: Config, x: ArrayLike, hx: StateLike = None
         result = np.ascontiguousarray(result.transpose(1, 0, 2))
     if call.unbatched:
         result, h_n, c_n = result[:, 0], h_n[:, 0], c_n[:, 0]
-    return result, (h_n, c_n), Backward(config, call, layers, result.shape)
+    return result, (h_n, c_n), Backward(config, call, layers, result.shape, masks["dropout"])
+
+
+def draw_masks(config: Config, rng: Any, steps: int, batch: int) -> dict[str, Any]:
+    """{"recurrent": [(B, H_out) per layer and direction] or None, "dropout": [(T, B,
+    directions * H_out) per layer but the last] or None}: 0 or 1 / (1 - p)."""
+    masks: dict[str, Any] = {"recurrent": None, "dropout": None}
+    if not (config.recurrent_dropout or (config.dropout and config.num_layers > 1)):
+        return masks
+    try:
+        generator = np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, "
+                        f"got {type(rng).__name__} {rng!r}") from exc
+    width = config.output_size
+    if config.recurrent_dropout:
+        masks["recurrent"] = [
+            _bernoulli(generator, config.recurrent_dropout, (batch, width), config.dtype)
+            for _ in range(config.num_layers * config.num_directions)]
+    if config.dropout and config.num_layers > 1:
+        shape = (steps, batch, config.num_directions * width)
+        masks["dropout"] = [_bernoulli(generator, config.dropout, shape, config.dtype)
+                            for _ in range(config.num_layers - 1)]
+    return masks
+
+
+def _bernoulli(generator, p, shape, dtype):
+    """Inverted dropout: 1 / (1 - p) with probability 1 - p, else 0."""
+    return np.where(generator.random(shape) >= p, 1 / (1 - p), 0).astype(dtype)
 
 
 class Backward:
@@ -67,12 +107,30 @@ class Backward:
     """
 
     def __init__(self, config: Config, inputs: _walk.Call, layers: list[_walk.KeptLayer],
-                 output_shape: tuple[int, ...]) -> None:
+                 output_shape: tuple[int, ...], dropout_masks: Optional[list] = None) -> None:
         self._config = config
         self._inputs = inputs
         self._layers = layers
         self._output_shape = output_shape
+        self._dropout_masks = dropout_masks
         self._used = False
+
+    @property
+    def masks(self) -> dict[str, FloatArray]:
+        """The dropout masks this forward pass drew (0 or 1 / (1 - p)), for
+        reproducing it elsewhere: "recurrent_l{k}" (suffix "_reverse") (B,
+        H_out), multiplying h before the recurrent product, and "dropout_l{k}"
+        (T, B, directions * H_out), time-major, multiplying layer k's output.
+        Empty without dropout."""
+        config, masks = self._config, {}
+        for layer, kept_layer in enumerate(self._layers):
+            for direction, kept in enumerate(kept_layer.directions):
+                if kept.h_mask is not None:
+                    suffix = "_reverse" if direction else ""
+                    masks[f"recurrent_l{layer}{suffix}"] = kept.h_mask
+        for layer, mask in enumerate(self._dropout_masks or []):
+            masks[f"dropout_l{layer}"] = mask
+        return {name: np.array(mask, dtype=config.dtype) for name, mask in masks.items()}
 
     def __call__(self, grad_output: ArrayLike, grad_state: StateLike = None,
                  ) -> tuple[FloatArray, State, dict[str, FloatArray]]:
@@ -158,9 +216,12 @@ class Backward:
                     grad_h_n[index], grad_c_n[index], grad_input, grad_h0[index],
                     grad_c0[index], layer_grads["w_ih"], layer_grads["w_hh"],
                     layer_grads["bias"], w_hr=kept.w_hr, grad_w_hr=layer_grads["w_hr"],
-                    lengths=inputs.lengths, reverse=direction == 1)
+                    lengths=inputs.lengths, reverse=direction == 1, h_mask=kept.h_mask)
                 grads.update(_named(config, layer, direction, layer_grads))
+            # the input of layer k > 0 was layer k - 1's output times its dropout mask
             grad = grad_input
+            if layer and self._dropout_masks is not None:
+                grad = grad_input * self._dropout_masks[layer - 1]
 
         grad_x = grad.transpose(1, 0, 2) if inputs.batch_first else grad
         grads = {name: grads[name] for name in parameter_shapes(config)}

@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-MODULES = ("cylstm.model", "cylstm.functional", "cylstm.saving", "cylstm.stream",
+MODULES = ("cylstm.model", "cylstm.cell", "cylstm.functional", "cylstm.saving", "cylstm.stream",
            "cylstm.training", "cylstm.optim", "cylstm.files", "cylstm.torch_io",
            "cylstm.onnx_io", "cylstm.onnx_export", "cylstm.keras_io", "cylstm.plans")
 FRAMEWORKS = ("torch", "onnx", "onnxruntime", "keras")

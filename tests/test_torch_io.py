@@ -124,14 +124,14 @@ def test_from_module_copies_the_weights():
 
 
 def test_from_module_with_grad_and_dropout_in_eval_mode():
-    """Parameters that require grad are fine; dropout is a training feature and not applied
-    (torch in eval mode computes the same)."""
+    """Parameters that require grad are fine; dropout is kept in the configuration (it acts
+    in forward_train only: a call computes what torch in eval mode does) and goes back."""
     tl = _torch_lstm(3, True, 2, dropout=0.5, dtype=np.float64)
     assert any(p.requires_grad for p in tl.parameters())
     tl.eval()
-    with pytest.warns(UserWarning, match=r"dropout=0.5; dropout acts only in training and "
-                                         r"is not applied"):
-        model = cylstm.LSTM.from_torch(tl)
+    model = cylstm.LSTM.from_torch(tl)
+    assert model.dropout == 0.5 and model.config()["dropout"] == 0.5
+    assert model.to_torch().dropout == 0.5
     x = random_input(np.random.default_rng(1), model, T, B)
     _compare(model(x), _torch_run(tl, x), np.float64)
 
