@@ -1,0 +1,81 @@
+"""The ONNX LSTM's `activations`, `activation_alpha` and `activation_beta` attributes as
+cylstm's (f, g, h) Activation triples per direction, and back.
+
+ONNX spells the activations in CamelCase ("HardSigmoid"); onnxruntime matches them case-
+insensitively and refuses other spellings ("hard_sigmoid"), and so does cylstm. The lists
+alpha and beta are consumed in order by the activations that take them: each takes the next
+alpha (LeakyRelu, ThresholdedRelu, Elu, Affine, ScaledTanh, HardSigmoid) and the next beta
+(Affine, ScaledTanh, HardSigmoid), or its ONNX operator's default once a list has run out;
+onnxruntime ignores values left over, and so does cylstm. The attributes hold float32: a
+value is read as the shortest decimal that rounds to it (see float_attribute), so an alpha
+of 0.3 written by cylstm reads back as 0.3.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._params import ACTIVATIONS, DEFAULT_ACTIVATIONS, Activation
+
+ONNX_NAMES = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "affine": "Affine",
+              "leaky_relu": "LeakyRelu", "thresholded_relu": "ThresholdedRelu",
+              "scaled_tanh": "ScaledTanh", "hard_sigmoid": "HardSigmoid", "elu": "Elu",
+              "softsign": "Softsign", "softplus": "Softplus"}
+_BY_LOWER_ONNX_NAME = {onnx_name.lower(): name for name, onnx_name in ONNX_NAMES.items()}
+# How many of (alpha, beta) each activation takes (onnxruntime's rnn_helpers.cc).
+_ARGUMENTS = {"affine": 2, "leaky_relu": 1, "thresholded_relu": 1, "scaled_tanh": 2,
+              "hard_sigmoid": 2, "elu": 1}
+
+
+def activations_from_onnx(names, alphas, betas, num_directions) -> tuple:
+    """cylstm's `activations` (() for the default cell) from the attributes' values;
+    a ValueError for a wrong count or an unknown name."""
+    if not names:
+        return ()
+    if len(names) != 3 * num_directions:
+        raise ValueError(
+            f"attribute 'activations' must list 3 per direction ({3 * num_directions}), got "
+            f"{len(names)}: {[name[:40] for name in names[:12]]}")
+    alphas, betas = iter(alphas), iter(betas)
+    resolved = []
+    for given in names:
+        name = _BY_LOWER_ONNX_NAME.get(given.lower())
+        if name is None:
+            raise ValueError(
+                f"unknown activation {given[:40]!r} in attribute 'activations'; the ONNX "
+                f"LSTM has {sorted(ONNX_NAMES.values())}")
+        alpha, beta = ACTIVATIONS[name]
+        count = _ARGUMENTS.get(name, 0)
+        if count >= 1:
+            alpha = next(alphas, alpha)
+        if count >= 2:
+            beta = next(betas, beta)
+        resolved.append(Activation(name, float_attribute(alpha), float_attribute(beta)))
+    triples = tuple(tuple(resolved[k:k + 3]) for k in range(0, len(resolved), 3))
+    return () if all(triple == DEFAULT_ACTIVATIONS for triple in triples) else triples
+
+
+def onnx_activation_attributes(activations) -> dict:
+    """The LSTM node's attributes for cylstm's `activations` ({} for the default cell)."""
+    if not activations:
+        return {}
+    names, alphas, betas = [], [], []
+    for triple in activations:
+        for activation in triple:
+            names.append(ONNX_NAMES[activation.name])
+            count = _ARGUMENTS.get(activation.name, 0)
+            if count >= 1:
+                alphas.append(activation.alpha)
+            if count >= 2:
+                betas.append(activation.beta)
+    attributes = {"activations": names}
+    if alphas:
+        attributes["activation_alpha"] = alphas
+    if betas:
+        attributes["activation_beta"] = betas
+    return attributes
+
+
+def float_attribute(value) -> float:
+    """A float32 attribute as the shortest decimal that rounds to it (0.3, not
+    0.30000001192092896): what was written, when it was a float32-exact decimal."""
+    return float(str(np.float32(value)))
