@@ -5,8 +5,11 @@ ONNX spells the activations in CamelCase ("HardSigmoid"); onnxruntime matches th
 insensitively and refuses other spellings ("hard_sigmoid"), and so does cylstm. The lists
 alpha and beta are consumed in order by the activations that take them: each takes the next
 alpha (LeakyRelu, ThresholdedRelu, Elu, Affine, ScaledTanh, HardSigmoid) and the next beta
-(Affine, ScaledTanh, HardSigmoid), or its ONNX operator's default once a list has run out;
-onnxruntime ignores values left over, and so does cylstm. The attributes hold float32: a
+(Affine, ScaledTanh, HardSigmoid), or a default once a list has run out; onnxruntime ignores
+values left over, and so does cylstm. The defaults are onnxruntime's, which computes these
+models: LeakyRelu 0.01, HardSigmoid 0.2 and 0.5, Elu 1.0, and 0.0 for the others
+(ThresholdedRelu's alpha too, where the ONNX operator of that name says 1.0; Affine and
+ScaledTanh are no ONNX operators any more). cylstm writes every value explicitly. The attributes hold float32: a
 value is read as the shortest decimal that rounds to it (see float_attribute), so an alpha
 of 0.3 written by cylstm reads back as 0.3.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._params import ACTIVATIONS, DEFAULT_ACTIVATIONS, Activation
+from ._params import DEFAULT_ACTIVATIONS, Activation
 
 ONNX_NAMES = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "affine": "Affine",
               "leaky_relu": "LeakyRelu", "thresholded_relu": "ThresholdedRelu",
@@ -24,6 +27,7 @@ _BY_LOWER_ONNX_NAME = {onnx_name.lower(): name for name, onnx_name in ONNX_NAMES
 # How many of (alpha, beta) each activation takes (onnxruntime's rnn_helpers.cc).
 _ARGUMENTS = {"affine": 2, "leaky_relu": 1, "thresholded_relu": 1, "scaled_tanh": 2,
               "hard_sigmoid": 2, "elu": 1}
+_DEFAULTS = {"leaky_relu": (0.01, 0.0), "hard_sigmoid": (0.2, 0.5), "elu": (1.0, 0.0)}
 
 
 def activations_from_onnx(names, alphas, betas, num_directions) -> tuple:
@@ -43,7 +47,7 @@ def activations_from_onnx(names, alphas, betas, num_directions) -> tuple:
             raise ValueError(
                 f"unknown activation {given[:40]!r} in attribute 'activations'; the ONNX "
                 f"LSTM has {sorted(ONNX_NAMES.values())}")
-        alpha, beta = ACTIVATIONS[name]
+        alpha, beta = _DEFAULTS.get(name, (0.0, 0.0))
         count = _ARGUMENTS.get(name, 0)
         if count >= 1:
             alpha = next(alphas, alpha)
