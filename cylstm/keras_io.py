@@ -53,9 +53,9 @@ flips the whole padded sequence, so its masked steps come first in the order
 processed: Keras's output of a row of n valid steps is zeros then the n
 outputs, cylstm's (go_backwards reverses each row within its length) the n
 outputs then padding; `keras_output[b, T - n:] == output[b, :n]`, and the final
-states agree. One Keras quirk has no cylstm counterpart: a standalone LSTM(zero_output_for_mask=True,
-return_sequences=False) returns zeros as the last output of a padded row
-(cylstm's h_n[0] holds its real last output). Masks with holes, pre-padded
+states agree. One Keras quirk has no cylstm counterpart: a standalone
+LSTM(zero_output_for_mask=True, return_sequences=False) returns zeros as the
+last output of a padded row (cylstm's h_n[0] holds its real last output). Masks with holes, pre-padded
 rows (Keras' `pad_sequences` pads at the front by default) and fully masked
 rows have no `lengths` equivalent.
 

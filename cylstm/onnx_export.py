@@ -16,12 +16,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._atomic import atomic_write
-from ._onnx_activations import onnx_activation_attributes
+from ._onnx_variants import PEEPHOLE_ORDER, variant_attributes
 from ._params import checked_state_dict, config_from_dict
 from .onnx_io import (
     _MAX_MODEL_BYTES,
     _ONNX_GATES_FROM_TORCH,
-    PEEPHOLE_ORDER,
     _import_onnx,
     _reorder_gates,
     _suffix,
@@ -164,16 +163,6 @@ def _onnx_layer_weights(model, layer):
                    for arrays in (B, P))
 
 
-def _variant_attributes(model):
-    """The LSTM node attributes of the cell's variants (none for the plain LSTM)."""
-    attributes = onnx_activation_attributes(model.activations)
-    if model.clip is not None:
-        attributes["clip"] = model.clip
-    if model.input_forget:
-        attributes["input_forget"] = 1
-    return attributes
-
-
 def _reverse_rows(onnx, nodes, initializers, name, with_sequence_lens):
     """The name of (T, B, D) `name` with each row reversed within its sequence_lens (all of
     T without sequence_lens): the input a go_backwards model's first layer reads."""
@@ -209,7 +198,7 @@ def _build_graph(onnx, model, with_sequence_lens, with_initial_state, descriptio
         layer_input = "X_time_major"
     if model.go_backwards:  # each row reversed within its length, once, before layer 0
         layer_input = _reverse_rows(onnx, nodes, initializers, layer_input, with_sequence_lens)
-    variants = _variant_attributes(model)
+    variants = variant_attributes(model)
     for layer in range(L):
         W, R, B, P = _onnx_layer_weights(model, layer)
         names = {key: f"{key}_l{layer}" for key in ("W", "R", "B", "P")}

@@ -12,14 +12,13 @@ The model is untrusted data: see parts_from_onnx for what is read and refused.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Optional, Union
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ._onnx_activations import activations_from_onnx, float_attribute
+from ._onnx_variants import PEEPHOLE_ORDER, variants_from_attributes
 from ._onnx_tensors import open_regular_file, tensor_to_array
 from ._params import checked_state_dict, config_from_dict
 from ._validation import check_dtype
@@ -29,8 +28,6 @@ __all__ = ["parts_from_onnx"]
 # Gate block k of one layout is block ORDER[k] of the other.
 _TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)  # i, f, g(=c), o  taken from  i, o, f, c
 _ONNX_GATES_FROM_TORCH = (0, 3, 1, 2)  # i, o, f, c      taken from  i, f, g, o
-# The peephole blocks of P: ONNX i, o, f; cylstm i, f, o (the same swap both ways).
-PEEPHOLE_ORDER = (0, 2, 1)
 # AttributeProto types: the field that holds each kind of value.
 _FLOAT, _INT, _STRING, _TENSOR, _FLOATS, _INTS, _STRINGS = 1, 2, 3, 4, 6, 7, 8
 _ATTRIBUTE_FIELDS = {_FLOAT: "f", _INT: "i", _STRING: "s", _TENSOR: "t", _FLOATS: "floats",
@@ -98,7 +95,7 @@ def parts_from_onnx(path_or_model: Union[str, os.PathLike[str], bytes, Any],
     The whole operator is read, per direction: direction="reverse" (reverse=True),
     peepholes P (i, o, f in ONNX, weight_peephole_l{k} in cylstm's i, f, o; an all-zero P
     is no peepholes), clip, input_forget and the activations with activation_alpha and
-    activation_beta (see cylstm._onnx_activations: spelled and consumed as onnxruntime
+    activation_beta (see cylstm._onnx_variants: spelled and consumed as onnxruntime
     does). Stacked nodes must agree on everything but P (a node without P gets zero
     peepholes when another has them).
 
@@ -341,7 +338,10 @@ def _read_lstm_node(node, graph):
     attributes = _node_attributes(node, _LSTM_ATTRIBUTES)
     direction = _read_direction(attributes, where)
     directions = 2 if direction == "bidirectional" else 1
-    variants = _read_variants(attributes, directions, where)
+    try:
+        variants = variants_from_attributes(attributes, directions)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     inputs = dict(zip(_LSTM_INPUTS, list(node.input) + [""] * len(_LSTM_INPUTS)))
     for name in ("initial_h", "initial_c"):
         _refuse_constant_state(inputs[name], name, graph, where)
@@ -366,25 +366,6 @@ def _read_direction(attributes, where):
             f"{where}: direction must be 'forward', 'reverse' or 'bidirectional', "
             f"got {direction[:40]!r}")
     return direction
-
-
-def _read_variants(attributes, directions, where):
-    """clip, input_forget and activations of one node, as cylstm's config holds them."""
-    clip = attributes.get("clip")
-    if clip is not None and not 0 < clip < math.inf:  # onnxruntime refuses them too
-        raise ValueError(f"{where}: clip must be a positive finite number, got {clip!r}")
-    input_forget = attributes.get("input_forget", 0)
-    if input_forget not in (0, 1):
-        raise ValueError(f"{where}: input_forget must be 0 or 1, got {input_forget!r}")
-    try:
-        activations = activations_from_onnx(
-            attributes.get("activations", []), attributes.get("activation_alpha", []),
-            attributes.get("activation_beta", []), directions)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from None
-    return dict(clip=None if clip is None else float_attribute(clip),
-                input_forget=bool(input_forget),
-                activations=activations)
 
 
 def _read_peepholes(name, graph, directions, hidden_size, where):
