@@ -46,6 +46,44 @@ cdef extern from "_gates.h" nogil:
     int cylstm_gate_math_runs(int k) noexcept
 
 
+cdef extern from "_cell_variants.h" nogil:
+    ctypedef struct cylstm_variant:
+        int code[3]
+        double alpha[3]
+        double beta[3]
+        double clip
+        int input_forget
+        const void *peephole
+    ctypedef struct cylstm_variant_math_f32:
+        void (*cell)(Py_ssize_t H, const cylstm_variant *v, const float *gates,
+                     const float *bias, float *c, float *h, float *act) noexcept nogil
+        void (*cell_columns)(Py_ssize_t H, Py_ssize_t n, const cylstm_variant *v,
+                             const float *gates, Py_ssize_t ld_gates, const float *bias,
+                             float *c, float *h, float *act,
+                             Py_ssize_t ld_state) noexcept nogil
+        void (*cell_output)(Py_ssize_t H, const cylstm_variant *v, const float *act,
+                            const float *c, float *m) noexcept nogil
+        void (*cell_backward)(Py_ssize_t H, const cylstm_variant *v, float *act,
+                              const float *c, const float *c_prev, const float *dh,
+                              float *dc, float *grad_peephole) noexcept nogil
+    ctypedef struct cylstm_variant_math_f64:
+        void (*cell)(Py_ssize_t H, const cylstm_variant *v, const double *gates,
+                     const double *bias, double *c, double *h, double *act) noexcept nogil
+        void (*cell_columns)(Py_ssize_t H, Py_ssize_t n, const cylstm_variant *v,
+                             const double *gates, Py_ssize_t ld_gates, const double *bias,
+                             double *c, double *h, double *act,
+                             Py_ssize_t ld_state) noexcept nogil
+        void (*cell_output)(Py_ssize_t H, const cylstm_variant *v, const double *act,
+                            const double *c, double *m) noexcept nogil
+        void (*cell_backward)(Py_ssize_t H, const cylstm_variant *v, double *act,
+                              const double *c, const double *c_prev, const double *dh,
+                              double *dc, double *grad_peephole) noexcept nogil
+    ctypedef struct cylstm_variant_math:
+        cylstm_variant_math_f32 f32
+        cylstm_variant_math_f64 f64
+    const cylstm_variant_math *cylstm_variant_maths
+
+
 cdef enum:
     # Bytes of gate pre-activations computed per input-projection gemm. Large
     # enough for the gemm to run at full speed, small enough to stay in L2
@@ -165,6 +203,115 @@ cdef inline void cell_backward(const cylstm_gate_math *math, Py_ssize_t H, float
         math.f64.cell_backward(H, act, c, c_prev, dh, dc)
 
 
+# The variants (cylstm/_cell_variants.h) where `variant` is not NULL, else the
+# plain fused cell above, untouched.
+cdef inline const cylstm_variant_math *_variant_path(
+        const cylstm_gate_math *math) noexcept nogil:
+    """The variant cells compiled for the same instruction set as `math`."""
+    return &cylstm_variant_maths[math - cylstm_gate_maths]
+
+
+cdef inline void any_cell(const cylstm_gate_math *math, const cylstm_variant *variant,
+                          Py_ssize_t H, const floating *gates, const floating *bias,
+                          floating *c, floating *h, floating *act) noexcept nogil:
+    if variant == NULL:
+        cell(math, H, gates, bias, c, h, act)
+    elif floating is float:
+        _variant_path(math).f32.cell(H, variant, gates, bias, c, h, act)
+    else:
+        _variant_path(math).f64.cell(H, variant, gates, bias, c, h, act)
+
+
+cdef inline void any_cell_columns(const cylstm_gate_math *math, const cylstm_variant *variant,
+                                  Py_ssize_t H, Py_ssize_t n, const floating *gates,
+                                  Py_ssize_t ld_gates, const floating *bias, floating *c,
+                                  floating *h, floating *act,
+                                  Py_ssize_t ld_state) noexcept nogil:
+    if variant == NULL:
+        cell_columns(math, H, n, gates, ld_gates, bias, c, h, act, ld_state)
+    elif floating is float:
+        _variant_path(math).f32.cell_columns(H, n, variant, gates, ld_gates, bias, c, h, act,
+                                             ld_state)
+    else:
+        _variant_path(math).f64.cell_columns(H, n, variant, gates, ld_gates, bias, c, h, act,
+                                             ld_state)
+
+
+cdef inline void any_cell_output(const cylstm_gate_math *math, const cylstm_variant *variant,
+                                 Py_ssize_t H, const floating *act, const floating *c,
+                                 floating *m) noexcept nogil:
+    if variant == NULL:
+        cell_output(math, H, act, c, m)
+    elif floating is float:
+        _variant_path(math).f32.cell_output(H, variant, act, c, m)
+    else:
+        _variant_path(math).f64.cell_output(H, variant, act, c, m)
+
+
+cdef inline void any_cell_backward(const cylstm_gate_math *math, const cylstm_variant *variant,
+                                   Py_ssize_t H, floating *act, const floating *c,
+                                   const floating *c_prev, const floating *dh, floating *dc,
+                                   floating *grad_peephole) noexcept nogil:
+    if variant == NULL:
+        cell_backward(math, H, act, c, c_prev, dh, dc)
+    elif floating is float:
+        _variant_path(math).f32.cell_backward(H, variant, act, c, c_prev, dh, dc, grad_peephole)
+    else:
+        _variant_path(math).f64.cell_backward(H, variant, act, c, c_prev, dh, dc, grad_peephole)
+
+
+# Activation codes of cylstm/_cell_variants.h, by cylstm/_params.py's names.
+ACTIVATION_CODES = {
+    "sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leaky_relu": 4, "thresholded_relu": 5,
+    "scaled_tanh": 6, "hard_sigmoid": 7, "elu": 8, "softsign": 9, "softplus": 10}
+PLAIN_ACTIVATIONS = (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0))
+
+
+cdef bint _set_variant(cylstm_variant *variant, peephole, clip, bint input_forget,
+                       activations) except -1:
+    """Fill `variant` from the keyword arguments; False for the plain cell."""
+    activations = PLAIN_ACTIVATIONS if activations is None else tuple(
+        (str(name), float(alpha), float(beta)) for name, alpha, beta in activations)
+    if len(activations) != 3 or any(name not in ACTIVATION_CODES for name, _, _ in activations):
+        raise ValueError(f"activations must be 3 (name, alpha, beta) of {list(ACTIVATION_CODES)}, "
+                         f"got {activations!r}")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be None or positive, got {clip!r}")
+    if (peephole is None and clip is None and not input_forget
+            and activations == PLAIN_ACTIVATIONS):
+        return False
+    for k, (name, alpha, beta) in enumerate(activations):
+        variant.code[k] = ACTIVATION_CODES[name]
+        variant.alpha[k], variant.beta[k] = alpha, beta
+    variant.clip = float("inf") if clip is None else clip
+    variant.input_forget = input_forget
+    return True
+
+
+cdef object _variant_peephole(cylstm_variant *options, const cylstm_variant **variant,
+                              peephole, clip, bint input_forget, activations, Py_ssize_t H,
+                              dtype):
+    """Set *variant to options (filled) for a variant cell, else leave it NULL;
+    return the peephole weights the variant reads (zeros without peepholes),
+    which the caller keeps alive for the call."""
+    if not _set_variant(options, peephole, clip, input_forget, activations):
+        return None
+    if peephole is None:
+        peephole = np.zeros(3 * H, dtype)
+    elif np.shape(peephole) != (3 * H,):
+        raise ValueError(f"peephole must be (3H,) = ({3 * H},), got {np.shape(peephole)}")
+    cdef const float[::1] p32
+    cdef const double[::1] p64
+    if dtype == np.float32:
+        p32 = peephole
+        options.peephole = &p32[0]
+    else:
+        p64 = peephole
+        options.peephole = &p64[0]
+    variant[0] = options
+    return peephole
+
+
 cdef inline void matmul_nn(int m, int n, int k, const floating *a,
                            const floating *b, floating beta,
                            floating *c, bint gemm=False) noexcept nogil:
@@ -220,6 +367,10 @@ def forward_layer(const floating[:, :, :] x,
                   strategy=None,
                   chunk_bytes=None,
                   simd=None,
+                  peephole=None,
+                  clip=None,
+                  bint input_forget=False,
+                  activations=None,
                   bint _gate_math=True):
     """One LSTM layer, one direction, over a whole batch of sequences.
 
@@ -251,6 +402,13 @@ def forward_layer(const floating[:, :, :] x,
     BLAS's M and w_hh as the second operand). chunk_bytes: gate
     pre-activations per input-projection gemm. None: default_strategy() and
     default_chunk_bytes(); cylstm/_plan.py chooses per shape and machine.
+
+    The cell's variants (ONNX LSTM; cylstm/_cell_variants.h): peephole (3H,)
+    p_i, p_f, p_o; clip, a positive bound on every pre-activation;
+    input_forget (f = 1 - i); activations, three (name, alpha, beta) for the
+    gates, the candidate and the cell output (cylstm/_params.py ACTIVATIONS).
+    With any of them keep_act receives the clipped pre-activations instead
+    of the activations (backward_layer, given the same options, reads them so).
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
@@ -284,6 +442,10 @@ def forward_layer(const floating[:, :, :] x,
                          "view first)")
     cdef const cylstm_gate_math *math = _selected_math(simd, _gate_math)
     dtype = np.float32 if floating is float else np.float64
+    cdef cylstm_variant variant_options
+    cdef const cylstm_variant *variant = NULL
+    kept_peephole = _variant_peephole(  # alive until the call returns
+        &variant_options, &variant, peephole, clip, input_forget, activations, H, dtype)
 
     if strategy is None:
         strategy = default_strategy(T, B)
@@ -423,12 +585,12 @@ def forward_layer(const floating[:, :, :] x,
             if columns:
                 _steps_columns(&walk, first, steps, rows, H, P, B, w_hh_ptr, w_hr_ptr,
                                &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
-                               mask, h_masked, out_arr, act_arr, c_arr, math)
+                               mask, h_masked, out_arr, act_arr, c_arr, math, variant)
             else:
                 _steps_rows(&walk, first, steps, rows, H, P, transposed, row_gemm,
                             w_hh_ptr, w_hr_ptr,
                             &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
-                            mask, h_masked, out_arr, act_arr, c_arr, math)
+                            mask, h_masked, out_arr, act_arr, c_arr, math, variant)
 
     if columns:
         np.asarray(h_sorted)[...] = h_cols_view.T
@@ -457,8 +619,9 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
                          const floating *w_hh, const floating *w_hr, const floating *bias,
                          floating *gates, floating *h_cols, floating *c_cols,
                          floating *h_cell, floating *act_cols, const floating *mask,
-                         floating *h_masked, Strided out, Strided act,
-                         Strided cells, const cylstm_gate_math *math) noexcept nogil:
+                         floating *h_masked, Strided out, Strided act, Strided cells,
+                         const cylstm_gate_math *math,
+                         const cylstm_variant *variant) noexcept nogil:
     """Steps first .. first + steps - 1 in the column layout: gates (4H, steps * rows),
     state h_cols (P, B) and c_cols (H, B), a batch row per column. The batch is
     BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest.
@@ -479,8 +642,8 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
         gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_rec, <int> B, 1,
                 gates_step, <int> ld)
         if math != NULL:
-            cell_columns(math, H, active, gates_step, ld, bias, c_cols,
-                         h_cell if w_hr != NULL else h_cols, act_cols, B)
+            any_cell_columns(math, variant, H, active, gates_step, ld, bias, c_cols,
+                             h_cell if w_hr != NULL else h_cols, act_cols, B)
             if act.base != NULL:  # keep_act[t] = act, keep_c[t] = c
                 _columns_out(G, act_cols, B, act, walk, step, active)
                 _columns_out(H, c_cols, B, cells, walk, step, active)
@@ -497,8 +660,9 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
                       const floating *w_hh,
                       const floating *w_hr, const floating *bias, floating *gates,
                       floating *h, floating *c, floating *h_cell, const floating *mask,
-                      floating *h_masked, Strided out, Strided act,
-                      Strided cells, const cylstm_gate_math *math) noexcept nogil:
+                      floating *h_masked, Strided out, Strided act, Strided cells,
+                      const cylstm_gate_math *math,
+                      const cylstm_variant *variant) noexcept nogil:
     """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
     state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed`; `gemm`
     runs gemm where one active row would otherwise run gemv. mask (rows, P), if
@@ -524,12 +688,12 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
             for p in range(active):
                 h_new = h_cell + p * H if w_hr != NULL else h + p * P
                 if act.base != NULL:
-                    cell(math, H, gates_step + p * G, bias, c + p * H, h_new,
-                         <floating *> _row(act, walk, step, p))
+                    any_cell(math, variant, H, gates_step + p * G, bias, c + p * H, h_new,
+                             <floating *> _row(act, walk, step, p))
                     memcpy(_row(cells, walk, step, p), c + p * H, H * sizeof(floating))
                 else:
-                    cell(math, H, gates_step + p * G, bias, c + p * H, h_new,
-                         <floating *> NULL)
+                    any_cell(math, variant, H, gates_step + p * G, bias, c + p * H, h_new,
+                             <floating *> NULL)
         if w_hr != NULL:
             # h[:active] = h_cell[:active] @ w_hr.T
             matmul_nt(<int> active, <int> P, <int> H, h_cell, w_hr, 0, h)
@@ -632,6 +796,11 @@ def backward_layer(const floating[:, :, ::1] x,
                    lengths=None,
                    bint reverse=False,
                    const floating[:, ::1] h_mask=None,
+                   peephole=None,
+                   floating[::1] grad_peephole=None,
+                   clip=None,
+                   bint input_forget=False,
+                   activations=None,
                    simd=None):
     """Backpropagation through time for one layer and direction.
 
@@ -648,6 +817,9 @@ def backward_layer(const floating[:, :, ::1] x,
     stands for b_ih and b_hh, whose gradients are equal. With h_mask the
     recurrent product read h * h_mask: grad_w_hh pairs with the masked h, and
     the gradient reaching h_{t-1} (and h0) is multiplied by the mask.
+
+    peephole, clip, input_forget, activations: as the forward pass had them;
+    grad_peephole (3H,) receives dL/dpeephole (needed with peephole).
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t G = w_ih.shape[0], H = G // 4
@@ -684,6 +856,8 @@ def backward_layer(const floating[:, :, ::1] x,
     np.asarray(grad_bias)[...] = 0
     if projected:
         np.asarray(grad_w_hr)[...] = 0
+    if grad_peephole is not None:
+        np.asarray(grad_peephole)[...] = 0
     np.asarray(grad_h0)[...] = grad_h_n
     np.asarray(grad_c0)[...] = grad_c_n
     if T == 0 or B == 0 or H == 0:
@@ -692,6 +866,14 @@ def backward_layer(const floating[:, :, ::1] x,
         raise ValueError(f"T * B = {T * B} or a layer size exceeds the 32-bit BLAS limit")
     cdef const cylstm_gate_math *math = _selected_math(simd, True)
     dtype = np.float32 if floating is float else np.float64
+    cdef cylstm_variant variant_options
+    cdef const cylstm_variant *variant = NULL
+    kept_peephole = _variant_peephole(  # alive until the call returns
+        &variant_options, &variant, peephole, clip, input_forget, activations, H, dtype)
+    if peephole is not None and (grad_peephole is None or grad_peephole.shape[0] != 3 * H):
+        raise ValueError("grad_peephole (3H,) must come with peephole")
+    # dL/dpeephole, summed over rows and steps (a scratch without peepholes)
+    cdef floating[::1] grad_peep = np.zeros(3 * H if variant != NULL else 1, dtype=dtype)
 
     # What the recurrent product read at each step: out one step earlier and
     # h0, or with h_mask their masked copies (the mask is fixed over time).
@@ -774,7 +956,8 @@ def backward_layer(const floating[:, :, ::1] x,
                 for p in range(active):
                     t = _time(&walk, step, p)
                     row = order[p] if order != NULL else p
-                    cell_output(math, H, &act[t, row, 0], &cell_state[t, row, 0], m + p * H)
+                    any_cell_output(math, variant, H, &act[t, row, 0],
+                                    &cell_state[t, row, 0], m + p * H)
                 gemm_tn(<int> P, <int> H, <int> active, 1, &dh[0, 0], <int> P, m, <int> H,
                         1, &grad_w_hr[0, 0], <int> H)
                 matmul_nn(<int> active, <int> H, <int> P, &dh[0, 0], &w_hr[0, 0], 0, dm)
@@ -786,8 +969,8 @@ def backward_layer(const floating[:, :, ::1] x,
                     c_prev = &c0[row, 0]
                 else:
                     c_prev = &cell_state[_time(&walk, step - 1, p), row, 0]
-                cell_backward(math, H, &act[t, row, 0], &cell_state[t, row, 0], c_prev,
-                              dm + p * H, &dc[p, 0])
+                any_cell_backward(math, variant, H, &act[t, row, 0], &cell_state[t, row, 0],
+                                  c_prev, dm + p * H, &dc[p, 0], &grad_peep[0])
                 if not columns:
                     memcpy(&d_gates[p, 0], &act[t, row, 0], G * itemsize)
                 if step == 0:
@@ -832,6 +1015,8 @@ def backward_layer(const floating[:, :, ::1] x,
         gemv_t(<int> (T * B), <int> G, 1, &act[0, 0, 0], <int> G, &ones[0], 0,
                &grad_bias[0])
 
+    if peephole is not None:
+        np.asarray(grad_peephole)[...] = grad_peep
     if order != NULL:
         np.asarray(grad_h0)[order_view] = dh
         np.asarray(grad_c0)[order_view] = dc

@@ -8,8 +8,10 @@ schemes; each (layer, direction) is one call of the compiled kernel
 (cylstm/_lstm.pyx), which runs the whole sequence without the GIL.
 
 `weights` below is what `kernel_weights` returns: per layer, per direction,
-(w_ih, w_hh, b_ih + b_hh, w_hr or None) as the kernel reads them.
+(w_ih, w_hh, b_ih + b_hh, w_hr or None, peephole or None) as the kernel reads
+them (a 4-tuple means no peepholes).
 """
+import functools
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -36,8 +38,10 @@ class KeptDirection(NamedTuple):
     w_ih: np.ndarray
     w_hh: np.ndarray
     w_hr: Optional[np.ndarray]
-    act: np.ndarray  # (T, B, 4H) i, f, g, o; overwritten by the backward pass
+    act: np.ndarray  # (T, B, 4H) i, f, g, o (pre-activations for a variant cell);
+    # overwritten by the backward pass
     cells: np.ndarray  # (T, B, H)
+    peephole: Optional[np.ndarray] = None  # (3H,) with peepholes
     h_mask: Optional[np.ndarray] = None  # (B, H_out): recurrent dropout, training only
 
 
@@ -52,7 +56,6 @@ class KeptLayer(NamedTuple):
 
 def prepare(config: Config, x, hx, lengths) -> Call:
     """Validate a call's arguments; x becomes a (T, B, D) view, states (L*dirs, B, .)."""
-    check_supported(config)
     x_time_major, unbatched, batch_first = time_major(config, "x", x)
     steps, batch = x_time_major.shape[:2]
     if lengths is not None:
@@ -61,14 +64,6 @@ def prepare(config: Config, x, hx, lengths) -> Call:
         lengths = as_lengths(lengths, batch, steps)
     h0, c0 = initial_states(config, hx, batch, unbatched)
     return Call(x_time_major, h0, c0, lengths, unbatched, batch_first)
-
-
-def check_supported(config: Config):
-    """Refuse the variants the kernels do not run yet (issue 14 is building them)."""
-    if not config.plain_cell or config.reverse or config.go_backwards:
-        raise NotImplementedError(
-            "peepholes, clip, input_forget, other activations, reverse and go_backwards "
-            "are not computed yet")
 
 
 def time_major(config: Config, name, x):
@@ -128,7 +123,7 @@ def check_state_pair(name, value):
 
 
 def kernel_weights(model, config: Config, directions=None, copy=False):
-    """[[(w_ih, w_hh, b_ih + b_hh, w_hr or None) per direction] per layer].
+    """[[(w_ih, w_hh, b_ih + b_hh, w_hr or None, peephole or None) per direction] per layer].
 
     The model's parameters are validated when they are assigned (shape, dtype,
     C order, alignment), so they are read as they are; copy=True gives copies
@@ -144,7 +139,9 @@ def kernel_weights(model, config: Config, directions=None, copy=False):
                 params = [np.array(value) for value in params]
             w_ih, w_hh = params[:2]
             bias = params[2] + params[3] if config.bias else np.zeros(w_ih.shape[0], config.dtype)
-            per_direction.append((w_ih, w_hh, bias, params[-1] if config.proj_size else None))
+            rest = params[4 if config.bias else 2:]  # [w_hr] then [peephole], as present
+            per_direction.append((w_ih, w_hh, bias, rest[0] if config.proj_size else None,
+                                  rest[-1] if config.peepholes else None))
         weights.append(per_direction)
     return weights
 
@@ -221,6 +218,7 @@ def wavefront_pays(config: Config, shape) -> bool:
     enough steps and work per step."""
     steps, batch = shape[:2]
     return (config.num_layers > 1 and not config.bidirectional
+            and not config.reverse and not config.go_backwards
             and steps >= 2 * WAVEFRONT_MIN_STEPS
             and batch * config.hidden_size >= WAVEFRONT_MIN_WORK)
 
@@ -243,7 +241,7 @@ def _forward_wavefront(config, weights, call, workers):
 
     def run_chunk(layer, chunk):
         first, stop = bounds[chunk], bounds[chunk + 1]
-        w_ih, w_hh, bias, w_hr = weights[layer][0]
+        w_ih, w_hh, bias, w_hr = weights[layer][0][:4]
         layer_input = inputs[layer][first:stop]
         options = _plan.kernel_options(config.dtype, stop - first, batch,
                                        layer_input.shape[2], config.hidden_size,
@@ -251,7 +249,8 @@ def _forward_wavefront(config, weights, call, workers):
         chunk_lengths = None if lengths is None else np.clip(lengths - first, 0, stop - first)
         _lstm.forward_layer(layer_input, w_ih, w_hh, bias, h_n[layer], c_n[layer],
                             outputs[layer][1][first:stop], w_hr=w_hr, lengths=chunk_lengths,
-                            **options)
+                            **options,
+                            **cell_options(config, 0, direction_peephole(weights[layer][0])))
 
     # Diagonal d holds the chunks d - l of every layer l: independent of each other.
     diagonals = [[(layer, diagonal - layer) for layer in range(layers)
@@ -286,6 +285,8 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
     plan_workers = workers if plan_workers is None else plan_workers
     allocate = np.zeros if lengths is not None else np.empty  # zero past the lengths
     kept: Optional[list[KeptLayer]] = [] if keep else None
+    if config.go_backwards:  # Keras: each row read from its end; output in that order
+        x_time_major = reversed_rows(x_time_major, lengths)
     layer_input = kernel_input(x_time_major)
     for layer, layer_weights in enumerate(weights):
         last = layer == len(weights) - 1
@@ -295,7 +296,8 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
         def run_direction(direction, layer=layer, layer_input=layer_input,
                           output_time_major=output_time_major, layer_weights=layer_weights):
             index = layer * directions + direction
-            w_ih, w_hh, bias, w_hr = layer_weights[direction]
+            w_ih, w_hh, bias, w_hr = layer_weights[direction][:4]
+            peephole = direction_peephole(layer_weights[direction])
             h_mask = None if h_masks is None else h_masks[index]
             act = allocate((steps, batch, 4 * hidden), dtype) if keep else None
             cells = np.empty((steps, batch, hidden), dtype) if keep else None
@@ -304,9 +306,11 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
             _lstm.forward_layer(
                 layer_input, w_ih, w_hh, bias, h[index], c[index],
                 output_time_major[:, :, direction * width:(direction + 1) * width],
-                w_hr=w_hr, lengths=lengths, reverse=direction == 1, keep_act=act, keep_c=cells,
-                h_mask=h_mask, **options)
-            return KeptDirection(w_ih, w_hh, w_hr, act, cells, h_mask)
+                w_hr=w_hr, lengths=lengths, reverse=runs_reversed(config, direction),
+                keep_act=act, keep_c=cells, h_mask=h_mask, **options,
+                **cell_options(config, direction, peephole))
+            return KeptDirection(w_ih, w_hh, w_hr, act, cells, peephole=peephole,
+                                 h_mask=h_mask)
 
         if workers > 1 and directions == 2:
             ran = _parallel.run_all([lambda d=d: run_direction(d) for d in range(2)], 2)
@@ -318,6 +322,44 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
         if dropout_masks is not None and not last:
             layer_input = output_time_major * dropout_masks[layer]
     return output, output_time_major, kept
+
+
+# -- the cell's variants, per direction ------------------------------------------
+
+
+def runs_reversed(config: Config, direction):
+    """Whether (a layer's) `direction` reads each row from its last valid step."""
+    return direction == 1 or config.reverse
+
+
+def direction_peephole(direction_weights):
+    """The peephole weights of one direction's kernel weights, or None."""
+    return direction_weights[4] if len(direction_weights) > 4 else None
+
+
+def cell_options(config: Config, direction, peephole=None):
+    """The variant keywords of forward_layer/backward_layer for one direction;
+    {} for the plain cell, so that it runs the fused cell untouched."""
+    options = _variant_options(config, direction)
+    return {**options, "peephole": peephole} if options else options
+
+
+@functools.lru_cache(maxsize=64)
+def _variant_options(config: Config, direction):
+    if config.plain_cell:
+        return {}
+    return {"clip": config.clip, "input_forget": config.input_forget,
+            "activations": tuple(config.direction_activations(direction))}
+
+
+def reversed_rows(x_time_major, lengths):
+    """A copy of x (T, B, D) with each row's valid steps in reverse order (an
+    involution: it also turns a go_backwards output or gradient back)."""
+    if lengths is None:
+        return np.ascontiguousarray(x_time_major[::-1])
+    steps = np.arange(x_time_major.shape[0])[:, None]
+    times = np.where(steps < lengths[None, :], lengths[None, :] - 1 - steps, steps)
+    return x_time_major[times, np.arange(x_time_major.shape[1])[None, :]]
 
 
 # -- arrays for the kernel -------------------------------------------------------

@@ -17,8 +17,8 @@ sequence longer than memory. Two things make that hold on a real scheduler:
 x's blocks are held back until the chain is near them (otherwise an idle thread
 makes them all at once), and the workers need a second thread, since dask runs
 the state chain, its longest path, before the output's consumers whenever both
-are ready. A bidirectional layer must see a sequence's end before its start,
-so dask keeps the blocks its reverse direction still needs.
+are ready. A bidirectional (or reverse=True) layer must see a sequence's end
+before its start, so dask keeps the blocks its reverse direction still needs.
 
 Every task runs the same compiled kernel through the public model call, so the
 results equal one in-memory call of the model within rounding.
@@ -80,6 +80,11 @@ def forward(model, x, hx=None, lengths=None):
     """
     if not isinstance(model, LSTM):
         raise TypeError(f"model must be a cylstm.LSTM, got {type(model).__name__}")
+    if model.go_backwards:
+        raise NotImplementedError(
+            "cylstm.dask.forward does not run go_backwards models: their output is in "
+            "reversed time, which does not map onto x's time chunks; use reverse=True "
+            "(output in input order) or reverse x yourself")
     x, unbatched = _time_major_input(model, x)
     steps, batch = x.shape[:2]
     batch_chunks = x.chunks[1]
@@ -187,7 +192,7 @@ class _Graph:
     def __init__(self, model, x, h0, c0, lengths, token):
         self.model = model
         self.x, self.h0, self.c0, self.lengths = x, h0, c0, lengths
-        if not model.bidirectional:  # x's blocks are held back (see _layer_input)
+        if not _backwards_first(model):  # x's blocks are held back (see _layer_input)
             # Elementwise steps fused into x's last layer first, as dask would.
             graph = optimize_blockwise(x.__dask_graph__(), keys=list(flatten(x.__dask_keys__())))
             self.x = da.Array(graph, x.name, x.chunks, meta=np.empty((0, 0, 0), x.dtype))
@@ -214,7 +219,7 @@ class _Graph:
             for direction in range(model.num_directions):
                 model_key = (self.core, "model", layer, direction)
                 self.tasks[model_key] = _direction_model(model, layer, direction)
-                reverse = direction == 1
+                reverse = direction == 1 or model.reverse
                 carry = last and not reverse and model.padding == "carry" \
                     and self.lengths is not None
                 walk = range(n_time - 1, -1, -1) if reverse else range(n_time)
@@ -232,7 +237,8 @@ class _Graph:
         """The key (or inline task) that gives layer `layer`'s input block (k, j)."""
         if layer == 0:
             x_key = (self.x.name, k, j, 0)
-            task = None if self.model.bidirectional or k < INPUT_LEAD else self._x_task(x_key)
+            task = None if _backwards_first(self.model) or k < INPUT_LEAD \
+                else self._x_task(x_key)
             if task is None:
                 return x_key
             # x's block as a task of ours that waits for the last layer's block
@@ -302,7 +308,7 @@ class _Graph:
             tasks = {}
             for layer in range(model.num_layers):
                 for direction in range(model.num_directions):
-                    k = 0 if direction == 1 else len(self.time_chunks) - 1
+                    k = 0 if direction == 1 or model.reverse else len(self.time_chunks) - 1
                     index = layer * model.num_directions + direction
                     for j in range(len(self.batch_chunks)):
                         tasks[(name, index, j, 0)] = (
@@ -312,14 +318,22 @@ class _Graph:
         return arrays
 
 
+def _backwards_first(model):
+    """Whether a layer needs a sequence's end before its start (a reverse direction)."""
+    return model.bidirectional or model.reverse
+
+
 def _direction_model(model, layer, direction):
-    """A one-layer, forward-only LSTM with the weights of (layer, direction)."""
+    """A one-layer, forward-only LSTM with the weights and cell of (layer, direction)."""
     suffix = f"_l{layer}" + ("_reverse" if direction else "")
     weights = {name.replace(suffix, "_l0"): value for name, value in model.state_dict().items()
                if name.endswith(suffix)}
     inputs = model.input_size if layer == 0 else model.num_directions * model.output_size
+    config = model._config
     single = LSTM(inputs, model.hidden_size, bias=model.bias, proj_size=model.proj_size,
-                  dtype=model.dtype, seed=0)
+                  dtype=model.dtype, seed=0, peepholes=config.peepholes, clip=config.clip,
+                  input_forget=config.input_forget,
+                  activations=config.direction_activations(direction))
     single.load_state_dict(weights)
     return single
 

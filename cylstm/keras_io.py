@@ -48,12 +48,25 @@ then, measured with Keras 3.15 and the tests in tests/test_keras.py:
   return_sequences=True forces `zero_output_for_mask=True` on both halves).
 
 The converter picks padding="carry" for the first and padding="zeros" for the
-second, from `zero_output_for_mask`. One Keras quirk has no cylstm
-counterpart: a standalone LSTM(zero_output_for_mask=True,
-return_sequences=False) returns zeros as the last output of a padded row
-(cylstm's h_n[0] holds its real last output). Masks with holes, pre-padded
+second, from `zero_output_for_mask`. A standalone LSTM(go_backwards=True)
+flips the whole padded sequence, so its masked steps come first in the order
+processed: Keras's output of a row of n valid steps is zeros then the n
+outputs, cylstm's (go_backwards reverses each row within its length) the n
+outputs then padding; `keras_output[b, T - n:] == output[b, :n]`, and the final
+states agree. One Keras quirk has no cylstm counterpart: a standalone
+LSTM(zero_output_for_mask=True, return_sequences=False) returns zeros as the
+last output of a padded row (cylstm's h_n[0] holds its real last output). Masks with holes, pre-padded
 rows (Keras' `pad_sequences` pads at the front by default) and fully masked
 rows have no `lengths` equivalent.
+
+Activations
+-----------
+`recurrent_activation` is the gates' (ONNX's f), `activation` the candidate's
+and the cell output's (g and h). The Keras activations that are ONNX ones are
+converted: tanh, sigmoid, hard_sigmoid (Keras 3: relu6(x + 3) / 6, ONNX
+HardSigmoid with alpha 1/6, beta 0.5; Keras 2's slope 0.2 is read off the
+function), relu, linear (Affine 1, 0), elu (alpha 1), leaky_relu (slope 0.2),
+softsign and softplus. The others (relu6, gelu, selu, silu, ...) are refused.
 """
 from __future__ import annotations
 
@@ -62,8 +75,13 @@ from typing import Any, Optional
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-
-_EXPECTED_ACTIVATIONS = {"activation": "tanh", "recurrent_activation": "sigmoid"}
+# Keras's activation -> cylstm's (name, alpha, beta); hard_sigmoid's alpha is measured.
+_ACTIVATIONS = {"tanh": ("tanh", 0.0, 0.0), "sigmoid": ("sigmoid", 0.0, 0.0),
+                "hard_sigmoid": ("hard_sigmoid", None, 0.5), "relu": ("relu", 0.0, 0.0),
+                "linear": ("affine", 1.0, 0.0), "elu": ("elu", 1.0, 0.0),
+                "leaky_relu": ("leaky_relu", 0.2, 0.0), "softsign": ("softsign", 0.0, 0.0),
+                "softplus": ("softplus", 0.0, 0.0)}
+_HARD_SIGMOID_SLOPES = (1 / 6, 0.2)  # Keras 3, Keras 2
 
 
 def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
@@ -86,16 +104,17 @@ def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
         is time-major), bidirectional for a Bidirectional wrapper,
         bias=use_bias, and padding "carry" or "zeros" so that `model(x,
         lengths=...)` outputs what Keras outputs at masked steps (see the
-        module docstring).
+        module docstring); go_backwards for a standalone go_backwards layer,
+        activations (per direction) unless they are tanh and sigmoid.
     state_dict : dict of str to ndarray
         The weights in cylstm's (PyTorch's) names and layout.
 
     Raises
     ------
     NotImplementedError
-        For settings cylstm does not compute: activation other than tanh,
-        recurrent_activation other than sigmoid, go_backwards=True on a
-        standalone layer, merge_mode other than "concat".
+        For settings cylstm does not compute: an activation or
+        recurrent_activation that is no ONNX activation (see Activations in
+        the module docstring), merge_mode other than "concat".
     TypeError, ValueError
         When `layer` is not a built LSTM layer.
 
@@ -121,8 +140,7 @@ def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
      'bias_ih_l0_reverse': (16,), 'bias_hh_l0_reverse': (16,)}
     """
     halves = _directions(layer)
-    for name, half in halves:
-        _check_supported(name, half)
+    activations = [_activations(name, half) for name, half in halves]
     weights = [_lstm_weights(name, half) for name, half in halves]
     input_size, hidden_size, bias = _common_shape(halves, weights)
     config = {
@@ -132,6 +150,10 @@ def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
         "padding": _padding(halves[0][1]),
         "dtype": _model_dtype(weights) if dtype is None else dtype,
     }
+    if len(halves) == 1 and _setting(layer, "go_backwards", False):
+        config["go_backwards"] = True
+    if any(triple != _activations_of_plain_lstm() for triple in activations):
+        config["activations"] = activations
     state = {}
     for direction, (kernel, recurrent_kernel, keras_bias) in enumerate(weights):
         state.update(_torch_layout(kernel, recurrent_kernel, keras_bias, direction))
@@ -178,12 +200,6 @@ def lengths_from_mask(mask: ArrayLike) -> NDArray[np.int64]:
 def _directions(layer):
     """[(name, keras LSTM layer)]: the layer itself, or a Bidirectional's two halves."""
     if not (hasattr(layer, "forward_layer") and hasattr(layer, "backward_layer")):
-        if _setting(layer, "go_backwards", False):
-            raise NotImplementedError(
-                "go_backwards=True: Keras runs the sequence backwards and returns the "
-                "outputs time-reversed; cylstm has no reverse-only layer. Use a "
-                "Bidirectional wrapper, or convert a copy with go_backwards=False "
-                "(same weights) and run it on x[:, ::-1] (unmasked input only)")
         return [("layer", layer)]
     merge_mode = getattr(layer, "merge_mode", "concat")
     if merge_mode != "concat":
@@ -205,20 +221,45 @@ def _setting(layer, name, default):
     return getattr(getattr(layer, "cell", None), name, default)
 
 
-def _activation_name(function):
-    """'tanh' for keras.activations.tanh, a string as it is (from a config)."""
+def _activations(name, layer):
+    """cylstm's (f, g, h) of one Keras LSTM: (recurrent_activation, activation, activation)."""
+    gate = _activation(name, "recurrent_activation", _setting(layer, "recurrent_activation",
+                                                              "sigmoid"))
+    cell = _activation(name, "activation", _setting(layer, "activation", "tanh"))
+    return [gate, cell, cell]
+
+
+def _activations_of_plain_lstm():
+    return [list(_ACTIVATIONS["sigmoid"]), list(_ACTIVATIONS["tanh"]),
+            list(_ACTIVATIONS["tanh"])]
+
+
+def _activation(name, setting, function):
+    """[name, alpha, beta] of a Keras activation (a function, or its name from a config);
+    NotImplementedError naming it if it is no ONNX activation."""
+    keras_name = function if isinstance(function, str) else getattr(function, "__name__", "")
+    if keras_name not in _ACTIVATIONS:
+        raise NotImplementedError(
+            f"{name}.{setting}={keras_name or function!r}: cylstm computes the activations of "
+            f"the ONNX LSTM, which in Keras are {sorted(_ACTIVATIONS)}")
+    activation, alpha, beta = _ACTIVATIONS[keras_name]
+    if alpha is None:
+        alpha = _hard_sigmoid_slope(name, setting, function)
+    return [activation, alpha, beta]
+
+
+def _hard_sigmoid_slope(name, setting, function):
+    """The slope of Keras's hard_sigmoid: 1/6 in Keras 3, 0.2 in Keras 2, read off the
+    function at x = 1 (a name from a config is Keras 3's)."""
     if isinstance(function, str):
-        return function
-    return getattr(function, "__name__", repr(function))
-
-
-def _check_supported(name, layer):
-    """NotImplementedError naming the first setting whose maths cylstm does not run."""
-    for setting, expected in _EXPECTED_ACTIVATIONS.items():
-        actual = _activation_name(_setting(layer, setting, expected))
-        if actual != expected:
-            raise NotImplementedError(
-                f"{name}.{setting}={actual!r}: cylstm computes {setting}={expected!r} only")
+        return _HARD_SIGMOID_SLOPES[0]
+    value = float(np.asarray(function(np.ones(1, np.float32))).reshape(-1)[0]) - 0.5
+    for slope in _HARD_SIGMOID_SLOPES:
+        if abs(value - slope) < 1e-6:
+            return slope
+    raise NotImplementedError(
+        f"{name}.{setting}: this hard_sigmoid has slope {value:.6g} at x = 1; cylstm knows "
+        "Keras 3's 1/6 and Keras 2's 0.2")
 
 
 def _lstm_weights(name, layer):

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._atomic import atomic_write
+from ._onnx_variants import PEEPHOLE_ORDER, variant_attributes
 from ._params import checked_state_dict, config_from_dict
 from .onnx_io import (
     _MAX_MODEL_BYTES,
@@ -39,7 +40,14 @@ def onnx_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any],
     saved to `path` if given); `description` becomes the graph's doc string.
 
     One ONNX LSTM node per layer (layout=0, which is what onnxruntime runs), with W, R and
-    B (B only if model.bias) reordered to ONNX's gate order i, o, f, c.
+    B (B only if model.bias) reordered to ONNX's gate order i, o, f, c, and the variants
+    as the operator has them: P (peepholes, ONNX order i, o, f), clip, input_forget,
+    activations with activation_alpha/activation_beta (float32 attributes), and
+    direction="reverse" for reverse=True. go_backwards has no attribute: the graph reverses
+    each row within its length in front of the first node (ReverseSequence over
+    sequence_lens; without sequence_lens, Slice with step -1) and leaves the output in the
+    order processed, as the model does. dropout and recurrent_dropout act in training only
+    and are not written.
 
     Graph inputs:
       X (T, B, input_size), or (B, T, input_size) for a batch_first model; T and B symbolic.
@@ -136,8 +144,8 @@ def _check_opset(onnx, opset):
 
 
 def _onnx_layer_weights(model, layer):
-    """ONNX's W, R and B (None without bias) for one layer of `model`."""
-    W, R, B = [], [], []
+    """ONNX's W, R, B (None without bias) and P (None without peepholes) for one layer."""
+    W, R, B, P = [], [], [], []
     for direction in range(model.num_directions):
         suffix = _suffix(layer, direction)
         params = {name: np.asarray(getattr(model, f"{name}_{suffix}"))
@@ -148,15 +156,39 @@ def _onnx_layer_weights(model, layer):
         if model.bias:
             B.append(np.concatenate([_reorder_gates(params["bias_ih"], _ONNX_GATES_FROM_TORCH),
                                      _reorder_gates(params["bias_hh"], _ONNX_GATES_FROM_TORCH)]))
+        if model.peepholes:
+            P.append(_reorder_gates(getattr(model, f"weight_peephole_{suffix}"), PEEPHOLE_ORDER))
     W, R = np.stack(W).astype(model.dtype), np.stack(R).astype(model.dtype)
-    return W, R, (np.stack(B).astype(model.dtype) if B else None)
+    return W, R, *(np.stack(arrays).astype(model.dtype) if arrays else None
+                   for arrays in (B, P))
+
+
+def _reverse_rows(onnx, nodes, initializers, name, with_sequence_lens):
+    """The name of (T, B, D) `name` with each row reversed within its sequence_lens (all of
+    T without sequence_lens): the input a go_backwards model's first layer reads."""
+    helper = onnx.helper
+    if with_sequence_lens:  # ReverseSequence takes int64 lengths
+        nodes += [helper.make_node("Cast", ["sequence_lens"], ["sequence_lens_int64"],
+                                   to=onnx.TensorProto.INT64, name="lengths_int64"),
+                  helper.make_node("ReverseSequence", [name, "sequence_lens_int64"],
+                                   ["X_backwards"], batch_axis=1, time_axis=0,
+                                   name="go_backwards")]
+        return "X_backwards"
+    initializers += [onnx.numpy_helper.from_array(np.array([value], np.int64), key)
+                     for key, value
+                     in (("last_step", -1), ("before_first", -2**63), ("time_axis", 0),
+                         ("step_back", -1))]
+    nodes.append(helper.make_node("Slice", [name, "last_step", "before_first", "time_axis",
+                                            "step_back"], ["X_backwards"], name="go_backwards"))
+    return "X_backwards"
 
 
 def _build_graph(onnx, model, with_sequence_lens, with_initial_state, description):
     """The GraphProto: [Transpose] -> (LSTM -> Transpose -> Reshape) per layer -> [Transpose]."""
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     H, dirs, L = model.hidden_size, model.num_directions, model.num_layers
-    direction = "bidirectional" if model.bidirectional else "forward"
+    direction = ("bidirectional" if model.bidirectional
+                 else "reverse" if model.reverse else "forward")
     nodes = []
     initializers = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "merge_directions")]
     layer_input = "X"
@@ -164,24 +196,30 @@ def _build_graph(onnx, model, with_sequence_lens, with_initial_state, descriptio
         nodes.append(helper.make_node("Transpose", ["X"], ["X_time_major"], perm=[1, 0, 2],
                                       name="to_time_major"))
         layer_input = "X_time_major"
+    if model.go_backwards:  # each row reversed within its length, once, before layer 0
+        layer_input = _reverse_rows(onnx, nodes, initializers, layer_input, with_sequence_lens)
+    variants = variant_attributes(model)
     for layer in range(L):
-        W, R, B = _onnx_layer_weights(model, layer)
-        names = {key: f"{key}_l{layer}" for key in ("W", "R", "B")}
+        W, R, B, P = _onnx_layer_weights(model, layer)
+        names = {key: f"{key}_l{layer}" for key in ("W", "R", "B", "P")}
         initializers += [numpy_helper.from_array(W, names["W"]),
                          numpy_helper.from_array(R, names["R"])]
         if B is not None:
             initializers.append(numpy_helper.from_array(B, names["B"]))
+        if P is not None:
+            initializers.append(numpy_helper.from_array(P, names["P"]))
         states = _layer_initial_states(helper, numpy_helper, nodes, initializers, layer, dirs,
                                        L) if with_initial_state else ("", "")
         lstm_inputs = [layer_input, names["W"], names["R"], names["B"] if B is not None else "",
-                       "sequence_lens" if with_sequence_lens else "", *states]
+                       "sequence_lens" if with_sequence_lens else "", *states,
+                       names["P"] if P is not None else ""]
         while lstm_inputs[-1] == "":  # trailing optional inputs are simply left out
             lstm_inputs.pop()
         last = layer == L - 1
         y_h, y_c = ("Y_h", "Y_c") if L == 1 else (f"Y_h_l{layer}", f"Y_c_l{layer}")
         nodes.append(helper.make_node("LSTM", lstm_inputs, [f"Y_l{layer}", y_h, y_c],
                                       name=f"lstm_l{layer}", hidden_size=H,
-                                      direction=direction, layout=0))
+                                      direction=direction, layout=0, **variants))
         # (T, dirs, B, H) -> (T, B, dirs, H) -> (T, B, dirs * H): cylstm's output layout
         nodes.append(helper.make_node("Transpose", [f"Y_l{layer}"], [f"Y_l{layer}_TBdH"],
                                       perm=[0, 2, 1, 3], name=f"directions_last_l{layer}"))
@@ -274,6 +312,10 @@ def run_onnx_semantics(model: Any, X: ArrayLike, sequence_lens: Optional[ArrayLi
     if model.proj_size:
         raise NotImplementedError(
             f"proj_size={model.proj_size}: ONNX's LSTM operator has no projection")
+    if model.go_backwards:
+        raise NotImplementedError(
+            "go_backwards=True (Keras) is no ONNX LSTM node: to_onnx writes it as a "
+            "ReverseSequence in front of the node")
     layout = 1 if model.batch_first else 0
     if np.ndim(X) != 3:
         raise ValueError(f"X must be 3-D ({'B, T' if layout else 'T, B'}, input_size), got "

@@ -18,8 +18,9 @@ from typing import Any, Optional, Union
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ._params import checked_state_dict, config_from_dict
+from ._onnx_variants import PEEPHOLE_ORDER, variants_from_attributes
 from ._onnx_tensors import open_regular_file, tensor_to_array
+from ._params import checked_state_dict, config_from_dict
 from ._validation import check_dtype
 
 __all__ = ["parts_from_onnx"]
@@ -27,8 +28,6 @@ __all__ = ["parts_from_onnx"]
 # Gate block k of one layout is block ORDER[k] of the other.
 _TORCH_GATES_FROM_ONNX = (0, 2, 3, 1)  # i, f, g(=c), o  taken from  i, o, f, c
 _ONNX_GATES_FROM_TORCH = (0, 3, 1, 2)  # i, o, f, c      taken from  i, f, g, o
-
-_DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
 # AttributeProto types: the field that holds each kind of value.
 _FLOAT, _INT, _STRING, _TENSOR, _FLOATS, _INTS, _STRINGS = 1, 2, 3, 4, 6, 7, 8
 _ATTRIBUTE_FIELDS = {_FLOAT: "f", _INT: "i", _STRING: "s", _TENSOR: "t", _FLOATS: "floats",
@@ -58,8 +57,8 @@ def _import_onnx(caller):
 
 
 def _reorder_gates(array, order):
-    """Permute the four gate blocks of `array` along axis 0 (length 4H)."""
-    blocks = np.split(np.asarray(array), 4, axis=0)
+    """Permute the len(order) gate blocks of `array` along axis 0 (4H, or 3H for P)."""
+    blocks = np.split(np.asarray(array), len(order), axis=0)
     return np.concatenate([blocks[k] for k in order], axis=0)
 
 
@@ -85,16 +84,25 @@ def parts_from_onnx(path_or_model: Union[str, os.PathLike[str], bytes, Any],
     one's Y after the usual reshape (Transpose [0, 2, 1, 3] + Reshape [0, 0, -1] as written by
     `LSTM.to_onnx`, or Squeeze of the direction axis for a forward LSTM), gives a stacked one.
     A Transpose [1, 0, 2] in front of the first node, or layout=1, makes it batch_first.
-    Nodes that are not LSTMs are ignored: the result is the LSTM part of the graph. The
-    weights must be constants (initializers or Constant nodes). B may be absent (zero biases;
-    the model still has bias=True). initial_h, initial_c and sequence_lens are run-time
-    inputs: pass them as `hx` and `lengths`.
+    A ReverseSequence over the LSTM's own sequence_lens (or, without sequence_lens, a Slice
+    with step -1 along time) in front of the first node makes it go_backwards, as
+    `LSTM.to_onnx` writes a go_backwards model. Nodes that are not LSTMs are ignored: the
+    result is the LSTM part of the graph. The weights must be constants (initializers or
+    Constant nodes). B may be absent (zero biases; the model still has bias=True).
+    initial_h, initial_c and sequence_lens are run-time inputs: pass them as `hx` and
+    `lengths`.
 
-    Raises NotImplementedError for what cylstm does not compute: direction="reverse" alone,
-    peepholes (a non-zero P), clip, input_forget=1, activations other than
-    Sigmoid, Tanh, Tanh, and a constant non-zero initial state. Raises ValueError for graphs
-    it cannot map (no LSTM node, weights that are graph inputs, LSTM nodes that are not one
-    chain, inconsistent layers) and for anything malformed: every ValueError and
+    The whole operator is read, per direction: direction="reverse" (reverse=True),
+    peepholes P (i, o, f in ONNX, weight_peephole_l{k} in cylstm's i, f, o; an all-zero P
+    is no peepholes), clip, input_forget and the activations with activation_alpha and
+    activation_beta (see cylstm._onnx_variants: spelled and consumed as onnxruntime
+    does). Stacked nodes must agree on everything but P (a node without P gets zero
+    peepholes when another has them).
+
+    Raises NotImplementedError for a constant non-zero initial state (cylstm models keep
+    none). Raises ValueError for graphs it cannot map (no LSTM node, weights that are graph
+    inputs, LSTM nodes that are not one chain, inconsistent layers) and for anything
+    malformed (an unknown activation, a clip that is not positive): every ValueError and
     NotImplementedError about the model starts with its name (the path, "<bytes>" or
     "<ModelProto>"). A file that cannot be opened raises the usual OSError.
 
@@ -140,14 +148,23 @@ def _model_parts(graph):
     layers = [_read_lstm_node(node, graph) for node in chain]
     first = layers[0]
     _check_layers_agree(layers)
-    batch_first = (first["layout"] == 1) != _input_is_transposed(chain[0], graph)
+    go_backwards, transposed = _model_input(chain[0], first, graph)
+    batch_first = (first["layout"] == 1) != transposed
     dtype = np.float64 if first["W"].dtype == np.float64 else np.float32
     config = dict(input_size=first["W"].shape[2], hidden_size=first["hidden_size"],
                   num_layers=len(layers), bias=True, batch_first=batch_first,
                   bidirectional=first["bidirectional"], dtype=np.dtype(dtype).name)
+    peepholes = any(layer["P"] is not None for layer in layers)
+    # The variants only when set, so a plain LSTM's config is as it always was.
+    variants = dict(reverse=first["reverse"], go_backwards=go_backwards, peepholes=peepholes,
+                    clip=first["clip"], input_forget=first["input_forget"],
+                    activations=[[list(activation) for activation in triple]
+                                 for triple in first["activations"]])
+    config.update({key: value for key, value in variants.items() if value})
     state = {}
     for index, layer in enumerate(layers):
-        state.update(_layer_state_dict(index, layer["W"], layer["R"], layer["B"]))
+        state.update(_layer_state_dict(index, layer["W"], layer["R"], layer["B"],
+                                       layer["P"], peepholes))
     return config, state
 
 
@@ -310,7 +327,8 @@ def _decode(value, node, name):
 
 
 def _read_lstm_node(node, graph):
-    """One LSTM node as {hidden_size, bidirectional, layout, W, R, B, sequence_lens}."""
+    """One LSTM node as {hidden_size, bidirectional, reverse, layout, W, R, B, P,
+    sequence_lens, where, clip, input_forget, activations}."""
     where = f"LSTM node {_describe(node)}"
     if len(node.input) < 3 or not all(node.input[:3]):
         raise ValueError(f"{where} must have the inputs X, W and R, got {list(node.input)}")
@@ -318,10 +336,13 @@ def _read_lstm_node(node, graph):
     if unknown:
         raise ValueError(f"{where}: unknown LSTM attribute(s) {sorted(unknown)}")
     attributes = _node_attributes(node, _LSTM_ATTRIBUTES)
-    bidirectional = _read_direction(attributes, where)
-    _refuse_unsupported_attributes(attributes, bidirectional, where)
+    direction = _read_direction(attributes, where)
+    directions = 2 if direction == "bidirectional" else 1
+    try:
+        variants = variants_from_attributes(attributes, directions)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
     inputs = dict(zip(_LSTM_INPUTS, list(node.input) + [""] * len(_LSTM_INPUTS)))
-    _refuse_peepholes(inputs["P"], graph, where)
     for name in ("initial_h", "initial_c"):
         _refuse_constant_state(inputs[name], name, graph, where)
     layout = attributes.get("layout", 0)
@@ -330,52 +351,34 @@ def _read_lstm_node(node, graph):
     W = graph.constant(inputs["W"], f"{where} input W")
     R = graph.constant(inputs["R"], f"{where} input R")
     B = graph.constant(inputs["B"], f"{where} input B") if inputs["B"] else None
-    hidden_size = _check_weight_shapes(W, R, B, bidirectional, attributes, where)
-    return dict(hidden_size=hidden_size, bidirectional=bidirectional, layout=layout,
-                W=W, R=R, B=B, sequence_lens=inputs["sequence_lens"], where=where)
+    hidden_size = _check_weight_shapes(W, R, B, directions, attributes, where)
+    P = _read_peepholes(inputs["P"], graph, directions, hidden_size, where)
+    return dict(hidden_size=hidden_size, bidirectional=directions == 2,
+                reverse=direction == "reverse", layout=layout, W=W, R=R, B=B, P=P,
+                sequence_lens=inputs["sequence_lens"], where=where, **variants)
 
 
 def _read_direction(attributes, where):
-    """True for bidirectional, False for forward; reverse-only is not a cylstm model."""
+    """The direction attribute: 'forward', 'reverse' or 'bidirectional'."""
     direction = attributes.get("direction", "forward")
-    if direction == "reverse":
-        raise NotImplementedError(
-            f"{where}: direction='reverse' (a backward-only LSTM) is not supported; cylstm "
-            "runs forward or bidirectional layers (reverse the sequence yourself and use a "
-            "forward model)")
-    if direction not in ("forward", "bidirectional"):
+    if direction not in ("forward", "reverse", "bidirectional"):
         raise ValueError(
             f"{where}: direction must be 'forward', 'reverse' or 'bidirectional', "
-            f"got {direction!r}")
-    return direction == "bidirectional"
+            f"got {direction[:40]!r}")
+    return direction
 
 
-def _refuse_unsupported_attributes(attributes, bidirectional, where):
-    """NotImplementedError for the LSTM variants cylstm does not compute."""
-    if "clip" in attributes:
-        raise NotImplementedError(
-            f"{where}: cell clipping (attribute clip={attributes['clip']}) is not supported")
-    if attributes.get("input_forget", 0):
-        raise NotImplementedError(
-            f"{where}: coupled input and forget gates (input_forget=1) are not supported")
-    if "activations" in attributes:
-        given = tuple(name.lower() for name in attributes["activations"])
-        if given != _DEFAULT_ACTIVATIONS * (2 if bidirectional else 1):
-            raise NotImplementedError(
-                f"{where}: activations {attributes['activations']} are not supported; cylstm "
-                "computes the default Sigmoid, Tanh, Tanh (per direction)")
-    # activation_alpha/beta only parameterise activations such as LeakyRelu; Sigmoid and
-    # Tanh take none, so with the default activations they change nothing.
-
-
-def _refuse_peepholes(name, graph, where):
-    """NotImplementedError for a peephole input P, unless it is a constant of zeros."""
+def _read_peepholes(name, graph, directions, hidden_size, where):
+    """The constant P (directions, 3H), ONNX's i, o, f; None if absent or all zero."""
     if not name:
-        return
-    if graph.is_constant(name) and not np.any(graph.constant(name, f"{where} input P")):
-        return  # all-zero peepholes are no peepholes
-    raise NotImplementedError(
-        f"{where}: peephole connections (input P) are not supported")
+        return None
+    P = graph.constant(name, f"{where} input P")
+    if not np.issubdtype(P.dtype, np.floating):
+        raise ValueError(f"{where}: P must be floating point, got {P.dtype}")
+    if P.shape != (directions, 3 * hidden_size):
+        raise ValueError(
+            f"{where}: P must have shape ({directions}, {3 * hidden_size}), got {P.shape}")
+    return P if np.any(P) else None
 
 
 def _refuse_constant_state(name, role, graph, where):
@@ -386,9 +389,8 @@ def _refuse_constant_state(name, role, graph, where):
             "initial state: pass it as hx when calling the model")
 
 
-def _check_weight_shapes(W, R, B, bidirectional, attributes, where):
+def _check_weight_shapes(W, R, B, directions, attributes, where):
     """Check W, R, B against each other and hidden_size; return hidden_size."""
-    directions = 2 if bidirectional else 1
     for name, array in (("W", W), ("R", R)) + ((("B", B),) if B is not None else ()):
         if not np.issubdtype(array.dtype, np.floating):
             raise ValueError(f"{where}: {name} must be floating point, got {array.dtype}")
@@ -412,8 +414,9 @@ def _check_weight_shapes(W, R, B, bidirectional, attributes, where):
     return hidden_size
 
 
-def _layer_state_dict(layer, W, R, B=None):
-    """cylstm/PyTorch parameters of one layer from ONNX's W, R and optional B."""
+def _layer_state_dict(layer, W, R, B=None, P=None, peepholes=False):
+    """cylstm/PyTorch parameters of one layer from ONNX's W, R and optional B and P
+    (zero peepholes without P when the model has peepholes)."""
     state = {}
     for direction in range(W.shape[0]):
         suffix = _suffix(layer, direction)
@@ -425,6 +428,10 @@ def _layer_state_dict(layer, W, R, B=None):
             w_bias, r_bias = np.split(B[direction], 2)
         state[f"bias_ih_{suffix}"] = _reorder_gates(w_bias, _TORCH_GATES_FROM_ONNX)
         state[f"bias_hh_{suffix}"] = _reorder_gates(r_bias, _TORCH_GATES_FROM_ONNX)
+        if peepholes:
+            state[f"weight_peephole_{suffix}"] = (
+                np.zeros(3 * R.shape[2], W.dtype) if P is None
+                else _reorder_gates(P[direction], PEEPHOLE_ORDER))
     return state
 
 
@@ -483,7 +490,7 @@ def _stacked_on(node, graph, nodes, by_y):
             if axes in ([axis], [axis - 4]):
                 index = _lstm_with_y(_first_input(producer), graph, nodes, by_y,
                                      layouts=(layout,))
-                if index is not None and _node_direction(nodes[index]) == "forward":
+                if index is not None and _node_direction(nodes[index]) != "bidirectional":
                     return index
     return None
 
@@ -534,18 +541,48 @@ def _integers(array):
     return np.atleast_1d(array).tolist()
 
 
-def _input_is_transposed(first_node, graph):
-    """Whether the first LSTM reads a graph tensor through Transpose [1, 0, 2] (T <-> B)."""
+def _model_input(first_node, first, graph):
+    """(go_backwards, transposed): whether the first LSTM reads the graph's input with each
+    row reversed (see _reverses_rows), and through Transpose [1, 0, 2] (T <-> B)."""
     producer = graph.producer_skipping_identity(_first_input(first_node))
-    return producer is not None and _is_op(producer, "Transpose") \
+    go_backwards = producer is not None and _reverses_rows(producer, first, graph)
+    if go_backwards:
+        producer = graph.producer_skipping_identity(_first_input(producer))
+    transposed = producer is not None and _is_op(producer, "Transpose") \
         and _permutation(producer) == [1, 0, 2]
+    return go_backwards, transposed
+
+
+def _reverses_rows(node, lstm, graph):
+    """Whether `node` reverses each row of the LSTM's input within its length, as a
+    go_backwards model's export does: ReverseSequence over the LSTM's own sequence_lens
+    (perhaps through a Cast to int64), or without sequence_lens a whole Slice with step -1
+    along time."""
+    time_axis = 1 if lstm["layout"] else 0
+    if _is_op(node, "ReverseSequence"):
+        axes = _node_attributes(node, {"batch_axis": _INT, "time_axis": _INT})
+        if (axes.get("batch_axis", 1), axes.get("time_axis", 0)) != (1 - time_axis, time_axis) \
+                or len(node.input) < 2 or not lstm["sequence_lens"]:
+            return False
+        lengths = graph.producer_skipping_identity(node.input[1])
+        source = graph.source(node.input[1]) if lengths is None or not _is_op(lengths, "Cast") \
+            else graph.source(_first_input(lengths))
+        return source == graph.source(lstm["sequence_lens"])
+    if _is_op(node, "Slice") and not lstm["sequence_lens"] and len(node.input) == 5 \
+            and all(graph.is_constant(name) for name in node.input[1:]):
+        starts, ends, axes, steps = (_integers(graph.constant(name, "Slice input"))
+                                     for name in node.input[1:])
+        return starts == [-1] and axes in ([time_axis], [time_axis - 3]) and steps == [-1] \
+            and ends is not None and len(ends) == 1 and ends[0] <= -2**31
+    return False
 
 
 def _check_layers_agree(layers):
     """Stacked nodes must share what cylstm.LSTM has once for all layers."""
     first = layers[0]
     for index, layer in enumerate(layers[1:], start=1):
-        for key in ("hidden_size", "bidirectional", "layout", "sequence_lens"):
+        for key in ("hidden_size", "bidirectional", "reverse", "layout", "sequence_lens",
+                    "clip", "input_forget", "activations"):
             if layer[key] != first[key]:
                 raise ValueError(
                     f"stacked LSTM nodes disagree on {key}: {first['where']} has "

@@ -73,6 +73,10 @@ class LSTMStream:
             raise ValueError(
                 "a bidirectional model cannot stream: its backward direction needs the "
                 "whole sequence")
+        if model.reverse or model.go_backwards:
+            raise ValueError(
+                f"a model with {'reverse' if model.reverse else 'go_backwards'}=True cannot "
+                "stream: it reads each sequence from its end")
         self.model = model
         self._lock = threading.Lock()
         self._clear()

@@ -87,6 +87,10 @@ def parts_from_torch(source: Any, **config: Any) -> tuple[dict[str, Any], dict[s
     return config, state_dict
 
 
+# Config options torch.nn.LSTM lacks (issue 14's ONNX and Keras variants).
+_NO_TORCH_FORM = ("reverse", "go_backwards", "peepholes", "clip", "input_forget", "activations")
+
+
 def torch_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any]) -> Any:
     """A torch.nn.LSTM (float32 or float64 as the config says) holding these weights.
 
@@ -118,6 +122,10 @@ def torch_from_parts(config: Mapping[str, Any], state_dict: Mapping[str, Any]) -
     >>> module.weight_ih_l0.dtype, float(module.weight_ih_l0.detach().sum())
     (torch.float64, 48.0)
     """
+    variants = [key for key in _NO_TORCH_FORM if config.get(key)]
+    if variants:  # torch.nn.LSTM would silently compute the plain cell
+        raise NotImplementedError(f"torch.nn.LSTM has no {', '.join(variants)}: this model "
+                                  "has no torch form (to_onnx writes every variant)")
     import torch
 
     module = torch.nn.LSTM(

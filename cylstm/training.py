@@ -6,8 +6,9 @@
 Both time loops run in C (cylstm/_lstm.pyx: forward_layer with keep_act/keep_c,
 backward_layer); this module walks layers and directions.
 
-Memory kept per layer and direction: the gate activations (T x B x 4H) and the
-cell states (T x B x H), about T x B x 5H values, plus each layer's output
+Memory kept per layer and direction: the gate activations (T x B x 4H; for a
+variant cell the clipped pre-activations, from which backward_layer recomputes
+activations and derivatives) and the cell states (T x B x H), about T x B x 5H values, plus each layer's output
 (T x B x directions x H_out), which the next layer reads anyway, and copies of
 the input, the initial state and the weights, so that changing them before
 `backward` does not change the gradients.
@@ -216,12 +217,16 @@ class Backward:
                     grad_h_n[index], grad_c_n[index], grad_input, grad_h0[index],
                     grad_c0[index], layer_grads["w_ih"], layer_grads["w_hh"],
                     layer_grads["bias"], w_hr=kept.w_hr, grad_w_hr=layer_grads["w_hr"],
-                    lengths=inputs.lengths, reverse=direction == 1, h_mask=kept.h_mask)
+                    lengths=inputs.lengths, reverse=_walk.runs_reversed(config, direction),
+                    h_mask=kept.h_mask, grad_peephole=layer_grads["peephole"],
+                    **_walk.cell_options(config, direction, kept.peephole))
                 grads.update(_named(config, layer, direction, layer_grads))
             # the input of layer k > 0 was layer k - 1's output times its dropout mask
             grad = grad_input
             if layer and self._dropout_masks is not None:
                 grad = grad_input * self._dropout_masks[layer - 1]
+        if config.go_backwards:  # layer 0 read x with each row reversed
+            grad = _walk.reversed_rows(grad, inputs.lengths)
 
         grad_x = grad.transpose(1, 0, 2) if inputs.batch_first else grad
         grads = {name: grads[name] for name in parameter_shapes(config)}
@@ -266,6 +271,7 @@ def _empty_gradients(kept):
         "w_hh": np.empty_like(kept.w_hh),
         "bias": np.empty(kept.w_ih.shape[0], kept.w_ih.dtype),
         "w_hr": None if kept.w_hr is None else np.empty_like(kept.w_hr),
+        "peephole": None if kept.peephole is None else np.empty_like(kept.peephole),
     }
     return gradients
 
@@ -278,4 +284,6 @@ def _named(config, layer, direction, layer_grads):
         values += [layer_grads["bias"], layer_grads["bias"].copy()]
     if config.proj_size:
         values.append(layer_grads["w_hr"])
+    if config.peepholes:
+        values.append(layer_grads["peephole"])
     return dict(zip(names, values))

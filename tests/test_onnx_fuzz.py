@@ -37,6 +37,10 @@ BASES = {
     "uni": dict(num_layers=1),
     "stacked-bi-batch-first": dict(num_layers=2, bidirectional=True, batch_first=True),
     "stacked-float64": dict(num_layers=2, dtype=np.float64),
+    # every variant the operator has, so that their attributes and P are mutated too
+    "variants": dict(peepholes=True, clip=2.5, input_forget=True, reverse=True,
+                     activations=[("HardSigmoid", 0.25, 0.5), ("ScaledTanh", 1.5, 0.75),
+                                  ("LeakyRelu", 0.125)]),
 }
 _TORCH_FROM_ONNX = (0, 2, 3, 1)  # gate block k of torch's i, f, g, o is ONNX's i, o, f, c [k]
 
@@ -48,6 +52,9 @@ def ort():
 
 def base_proto(name):
     model = cylstm.LSTM(D, H, seed=7, **BASES[name])
+    for parameter in model.state_dict():
+        if parameter.startswith("weight_peephole"):  # non-zero, so that P is read
+            setattr(model, parameter, np.linspace(-0.5, 0.5, 3 * H))
     return model.to_onnx()
 
 
@@ -89,7 +96,10 @@ class Checker:
             self.counts["matched onnxruntime"] += 1
             return
         params = _weights_as_onnx_decodes_them(proto, model, what)
-        expected = reference_model(params, x, batch_first=model.batch_first, dtype=model.dtype)
+        expected = reference_model(
+            params, x, batch_first=model.batch_first, dtype=model.dtype, reverse=model.reverse,
+            go_backwards=model.go_backwards, clip=model.clip, input_forget=model.input_forget,
+            activations=model.activations or None)
         tolerance = F32 if model.dtype == np.float32 else F64
         for name, a, b in zip(("Y", "Y_h", "Y_c"), ours, (expected[0], *expected[1])):
             np.testing.assert_allclose(a, b, err_msg=f"{what}: {name}", **tolerance)
@@ -125,6 +135,7 @@ def _wiring(proto):
         if node.op_type == "LSTM":
             node.ClearField("attribute")
             weights.update(node.input[1:4])
+            weights.update(node.input[7:8])
     for tensor in graph.initializer:
         if tensor.name in weights:
             name = tensor.name
@@ -154,6 +165,11 @@ def _weights_as_onnx_decodes_them(proto, model, what):
             w_bias, r_bias = np.split(Bias[direction], 2)
             params[f"bias_ih_{suffix}"], params[f"bias_hh_{suffix}"] = torch(w_bias), \
                 torch(r_bias)
+            if model.peepholes:  # P is ONNX's i, o, f; cylstm's is i, f, o
+                P = numpy_helper.to_array(tensors[node.input[7]]) if len(node.input) > 7 \
+                    and node.input[7] else np.zeros((W.shape[0], 3 * model.hidden_size))
+                p_i, p_o, p_f = np.split(P[direction], 3)
+                params[f"weight_peephole_{suffix}"] = np.concatenate([p_i, p_f, p_o])
     return params
 
 
@@ -254,8 +270,12 @@ def _attribute_mutations(proto, index, edit):
                             b"\xff\xfe"],
               "layout": [1, 2, -1],
               "activations": [["Sigmoid", "Tanh", "Tanh"] * 2, ["Sigmoid", "Tanh", "Tanh"],
-                              ["Sigmoid", "Tanh"], [1, 2, 3]],
-              "clip": [3.0], "input_forget": [0, 1], "unknown": [1],
+                              ["Sigmoid", "Tanh"], [1, 2, 3], ["HardSigmoid", "Elu", "Relu"],
+                              ["hard_sigmoid", "Tanh", "Tanh"], ["Gelu", "Tanh", "Tanh"]],
+              "activation_alpha": [[0.75], [float("nan")], [0.5] * 9],
+              "activation_beta": [[0.25], [float("inf")]],
+              "clip": [3.0, 0.0, -1.0, float("inf"), float("nan")], "input_forget": [0, 1, 2],
+              "unknown": [1],
               "perm": [[0, 1, 2], [2, 1, 0], [0, 1, 2, 3], [0, 2, 1, 3], [1, 0, 2], [9, 9, 9]],
               "axis": [1, 5]}
     for name, candidates in values.items():
