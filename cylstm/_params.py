@@ -156,14 +156,14 @@ def check_clip(clip) -> Optional[float]:
     if clip is None:
         return None
     if isinstance(clip, bool) or not isinstance(clip, numbers.Real) \
-            or not (0 < clip < math.inf):
+            or not 0 < float(clip) < math.inf:
         raise ValueError(f"clip must be None or a positive finite number, got {clip!r}")
     return float(clip)
 
 
 def check_probability(name, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not 0 <= value < 1:
+            or not 0 <= float(value) < 1:
         raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
     return float(value)
 

@@ -211,7 +211,7 @@ def rule_plan(shape: Shape) -> Plan:
     return Plan(strategy, _lstm.default_chunk_bytes(), "rule", {})
 
 
-_BLAS_CORE = []  # [name] once known: the BLAS does not change within a process
+_BLAS_CORE: list[str] = []  # [name] once known: the BLAS does not change within a process
 
 
 def blas_core() -> str:
