@@ -123,6 +123,9 @@ cdef inline void matmul_nt(int m, int n, int k, const floating *a,
 
 # The ways to run the per-step product gates += h @ w_hh.T (see forward_layer).
 STRATEGIES = ("rows", "rows-gemm", "rows-t", "rows-t-gemm", "columns")
+# strategy -> (columns, transposed w_hh, gemm for one row)
+_STRATEGY_FLAGS = {name: (name == "columns", name.startswith("rows-t"), name.endswith("gemm"))
+                   for name in STRATEGIES}
 
 
 def default_strategy(Py_ssize_t steps, Py_ssize_t batch):
@@ -213,14 +216,15 @@ def forward_layer(const floating[:, :, :] x,
 
     if strategy is None:
         strategy = default_strategy(T, B)
-    if strategy not in STRATEGIES:
+    # One dict lookup instead of string tests: this preamble runs at every step of a stream.
+    flags = _STRATEGY_FLAGS.get(strategy) if isinstance(strategy, str) else None
+    if flags is None:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     cdef Py_ssize_t gate_chunk_bytes = GATE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     if gate_chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
-    cdef bint columns = strategy == "columns"
-    cdef bint transposed = strategy.startswith("rows-t")
-    cdef bint row_gemm = strategy.endswith("gemm")
+    cdef bint columns, transposed, row_gemm
+    columns, transposed, row_gemm = flags
 
     # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment of
     # the recurrent weights: read them from a cache-line aligned copy (or a
@@ -239,14 +243,13 @@ def forward_layer(const floating[:, :, :] x,
     cdef const Py_ssize_t *length = NULL
     cdef Py_ssize_t[::1] order_view, length_view
     cdef Py_ssize_t longest = T
-    h_state, c_state = h, c
+    cdef floating[:, ::1] h_sorted = h
+    cdef floating[:, ::1] c_sorted = c
     if lengths is not None:
         order_view, length_view = _sorted_rows(lengths, B, T)
         order, length, longest = &order_view[0], &length_view[0], length_view[0]
-        h_state = np.asarray(h)[order_view]
-        c_state = np.asarray(c)[order_view]
-    cdef floating[:, ::1] h_sorted = h_state
-    cdef floating[:, ::1] c_sorted = c_state
+        h_sorted = np.asarray(h)[order_view]
+        c_sorted = np.asarray(c)[order_view]
     if longest == 0:
         return
 
