@@ -136,26 +136,28 @@ def kernel_weights(model, config: Config, directions=None, copy=False):
     change them in place); copy=True gives copies that later changes to the
     model do not reach (training keeps them).
     """
+    # The names depend on the configuration only: the model keeps them (LSTM._start).
+    names = (model._weight_names if directions is None
+             else weight_names(config, tuple(directions)))
     weights = []
-    directions = None if directions is None else tuple(directions)  # hashable
-    for layer_names in _kernel_names(config, directions):
+    for layer_names in names:
         per_direction = []
         for w_ih, w_hh, b_ih, b_hh, w_hr in layer_names:
-            params = [getattr(model, w_ih), getattr(model, w_hh),
-                      None if w_hr is None else getattr(model, w_hr)]
-            if copy:
-                params = [None if value is None else np.array(value) for value in params]
+            w_ih, w_hh = getattr(model, w_ih), getattr(model, w_hh)
+            w_hr = None if w_hr is None else getattr(model, w_hr)
             bias = (getattr(model, b_ih) + getattr(model, b_hh) if b_ih is not None
-                    else np.zeros(params[0].shape[0], config.dtype))
-            per_direction.append((params[0], params[1], bias, params[2]))
+                    else np.zeros(w_ih.shape[0], config.dtype))
+            if copy:
+                w_ih, w_hh = np.array(w_ih), np.array(w_hh)
+                w_hr = None if w_hr is None else np.array(w_hr)
+            per_direction.append((w_ih, w_hh, bias, w_hr))
         weights.append(per_direction)
     return weights
 
 
-@functools.lru_cache(maxsize=64)
-def _kernel_names(config: Config, directions):
+def weight_names(config: Config, directions=None):
     """Per layer, per direction: the names of (w_ih, w_hh, b_ih, b_hh, w_hr), None for
-    what the configuration lacks (kernel_weights runs at every call: looked up once)."""
+    what the configuration lacks."""
     directions = range(config.num_directions) if directions is None else directions
     names = []
     for layer in range(config.num_layers):
@@ -243,23 +245,24 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
     plan_workers = workers if plan_workers is None else plan_workers
     kept: Optional[list[KeptLayer]] = [] if keep else None
     layer_input = kernel_input(x_time_major)
+    last = len(weights) - 1
     for layer, layer_weights in enumerate(weights):
-        last = layer == len(weights) - 1
         output, output_time_major = new_output(
-            steps, batch, directions * width, dtype, batch_first and last, lengths is not None)
+            steps, batch, directions * width, dtype, batch_first and layer == last,
+            lengths is not None)
         options = _plan.kernel_options(dtype, steps, batch, layer_input.shape[2],
                                        config.hidden_size, config.proj_size, plan_workers)
-        calls = [(layer_input, layer_weights[direction], h[layer * directions + direction],
-                  c[layer * directions + direction],
-                  output_time_major if directions == 1
-                  else output_time_major[:, :, direction * width:(direction + 1) * width],
-                  lengths, direction == 1, options, keep)
-                 for direction in range(directions)]
-        if workers > 1 and directions == 2:
-            ran = _parallel.run_all([functools.partial(_run_direction, *args) for args in calls],
-                                    2)
+        first = layer * directions
+        if directions == 1:  # called directly: a one-step stream call is mostly overhead
+            ran = [_run_direction(layer_input, layer_weights[0], h[first], c[first],
+                                  output_time_major, lengths, False, options, keep)]
         else:
-            ran = [_run_direction(*args) for args in calls]
+            tasks = [functools.partial(
+                _run_direction, layer_input, layer_weights[direction], h[first + direction],
+                c[first + direction],
+                output_time_major[:, :, direction * width:(direction + 1) * width], lengths,
+                direction == 1, options, keep) for direction in range(2)]
+            ran = _parallel.run_all(tasks, 2) if workers > 1 else [task() for task in tasks]
         if kept is not None:
             kept.append(KeptLayer(layer_input, output_time_major, ran))
         layer_input = output_time_major
@@ -299,8 +302,9 @@ _FORWARD_LAYER = {"f": _lstm.forward_layer["float"], "d": _lstm.forward_layer["d
 def kernel_input(array):
     """`array` as the kernel reads it: itself if it is kernel-ready, else an aligned
     C-contiguous copy (byte strides, negative strides, misaligned data)."""
-    if is_kernel_ready(array, array.dtype):
-        return array
+    flags = array.flags
+    if (flags.c_contiguous and flags.aligned) or is_kernel_ready(array, array.dtype):
+        return array  # (the first test is the common case's, cheaper)
     return np.array(array, order="C")
 
 

@@ -126,6 +126,7 @@ class LSTM:
 
     _config: Config
     _num_threads: Optional[int]
+    _weight_names: tuple
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
@@ -149,6 +150,8 @@ class LSTM:
 
     def _start(self, config: Config, num_threads: Optional[int]) -> None:
         object.__setattr__(self, "_config", config)
+        # What every call reads the weights by (the walk's kernel_weights).
+        object.__setattr__(self, "_weight_names", _walk.weight_names(config))
         self.num_threads = num_threads
 
     @classmethod

@@ -112,23 +112,21 @@ class LSTMStream:
         ndarray
             The outputs of these t steps, laid out as the chunk.
         """
-        with self._lock:
-            return self._advance(chunk)
-
-    def _advance(self, chunk):
         config = self.model._config
         x_time_major, unbatched, batch_first = _walk.time_major(config, "chunk", chunk)
         batch = x_time_major.shape[1]
-        if self._h is None:
-            self._start(batch, unbatched)
-        elif (batch, unbatched) != (self._batch, self._unbatched):
-            raise ValueError(
-                f"chunk must continue the stream's {self._describe(self._batch, self._unbatched)}"
-                f", got {self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
-                "call reset() to start another")
-        weights = _walk.kernel_weights(self.model, config)
-        output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
-                                  batch_first=batch_first)
+        with self._lock:
+            if self._h is None:
+                self._start(batch, unbatched)
+            elif batch != self._batch or unbatched != self._unbatched:
+                raise ValueError(
+                    f"chunk must continue the stream's "
+                    f"{self._describe(self._batch, self._unbatched)}, got "
+                    f"{self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
+                    "call reset() to start another")
+            weights = _walk.kernel_weights(self.model, config)
+            output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
+                                      batch_first=batch_first)
         return output[:, 0] if unbatched else output
 
     def _start(self, batch, unbatched):
