@@ -6,7 +6,11 @@
 Each build runs in a worker process of its own (PYTHONPATH set to its checkout; the
 checkout of this script unless --new says otherwise); the driver asks the workers for
 blocks of calls in turn, the starting build rotated, so that load from other work on
-the machine hits them alike, and reports the median per-call time of each case:
+the machine hits them alike. Within a block the cases of a group alternate call by
+call (the order flipped every round), so that the ratio of two cases is taken over
+neighbouring calls: on a shared machine whole stretches of time run 3x slower, and
+a ratio of medians taken apart can be off by more than the overhead looked for.
+Cases:
 
   t1          model(x), x (1, 1, D): one step, batch 1
   stream1     stream(x) with x (1, 1, D): a one-step stream call
@@ -20,6 +24,7 @@ Garbage collection is off while timing. The machine's CPU model is printed with 
 figures: they mean nothing without it.
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -27,9 +32,12 @@ import sys
 import time
 
 D, H, T_A = 32, 64, 1000
-# Calls per block of each case: a block takes a few milliseconds.
-BLOCK_CALLS = {"t1": 200, "stream1": 200, "t1-kernel": 200, "a-model": 4, "a-kernel": 4}
-CASES = tuple(BLOCK_CALLS)
+# Groups of cases timed alternately, and the rounds of each group per block (a block
+# takes a few milliseconds).
+GROUPS = {("t1", "stream1", "t1-kernel"): 100, ("a-model", "a-kernel"): 10}
+CASES = tuple(case for group in GROUPS for case in group)
+# Ratios over neighbouring calls: (numerator, denominator).
+RATIOS = (("a-model", "a-kernel"), ("t1", "t1-kernel"), ("stream1", "t1-kernel"))
 
 
 # -- the worker: one build's cylstm, driven over stdin ----------------------------------
@@ -56,14 +64,16 @@ def _worker():
     print(cylstm.__file__, flush=True)
     gc.disable()
     for line in sys.stdin:
-        case, count = line.split()
-        call = calls[case]
-        times = []
-        for _ in range(int(count)):
-            start = time.perf_counter_ns()
-            call()
-            times.append(time.perf_counter_ns() - start)
-        print(" ".join(map(str, times)), flush=True)
+        group, rounds = line.split()
+        group = [calls[case] for case in group.split(",")]
+        times = [[] for _ in group]
+        for round_ in range(int(rounds)):
+            order = range(len(group)) if round_ % 2 == 0 else range(len(group) - 1, -1, -1)
+            for index in order:
+                start = time.perf_counter_ns()
+                group[index]()
+                times[index].append(time.perf_counter_ns() - start)
+        print(json.dumps(times), flush=True)
 
 
 def _bare_kernel(cylstm, model, x):
@@ -101,10 +111,11 @@ def _start(checkout, threads):
     return worker
 
 
-def _block(worker, case, calls):
-    worker.stdin.write(f"{case} {calls}\n")
+def _block(worker, group, rounds):
+    """{case: [ns per call]} of `rounds` rounds of the group's cases, alternating."""
+    worker.stdin.write(f"{','.join(group)} {rounds}\n")
     worker.stdin.flush()
-    return [int(t) for t in worker.stdout.readline().split()]
+    return dict(zip(group, json.loads(worker.stdout.readline())))
 
 
 def _cpu_model():
@@ -136,9 +147,10 @@ def main(argv=None):
     times = {(name, case): [] for name in builds for case in CASES}
     order = list(builds)
     for round_ in range(args.rounds):
-        for case in CASES:
+        for group, rounds in GROUPS.items():
             for name in order[round_ % len(order):] + order[:round_ % len(order)]:
-                times[name, case] += _block(workers[name], case, BLOCK_CALLS[case])
+                for case, values in _block(workers[name], group, rounds).items():
+                    times[name, case] += values
     for worker in workers.values():
         worker.stdin.close()
         worker.wait()
@@ -146,22 +158,26 @@ def main(argv=None):
           f"{args.rounds} rounds; median us per call (10th percentile: less hit by load)")
     print(f"{'case':<10}" + "".join(f"{name + ' (' + path + ')':>34}"
                                     for name, path in builds.items()))
-    medians, tenths = {}, {}
+    medians = {}
     for case in CASES:
         cells = []
         for name in builds:
             values = times[name, case]
-            tenth = tenths[name, case] = statistics.quantiles(values, n=10)[0]
             medians[name, case] = statistics.median(values) / 1e3
-            cells.append(f"{medians[name, case]:12.2f} ({tenth / 1e3:.2f})")
+            tenth = statistics.quantiles(values, n=10)[0] / 1e3
+            cells.append(f"{medians[name, case]:12.2f} ({tenth:.2f})")
         print(f"{case:<10}" + "".join(f"{cell:>34}" for cell in cells))
+    print("median ratio over neighbouring calls (interquartile range):")
     for name in builds:
-        print(f"{name}: a-model / a-kernel = "
-              f"{medians[name, 'a-model'] / medians[name, 'a-kernel']:.4f} (median), "
-              f"{tenths[name, 'a-model'] / tenths[name, 'a-kernel']:.4f} (10th percentile)")
+        for top, bottom in RATIOS:
+            ratios = [a / b for a, b in zip(times[name, top], times[name, bottom])]
+            quartiles = statistics.quantiles(ratios, n=4)
+            print(f"  {name}: {top} / {bottom} = {statistics.median(ratios):.4f} "
+                  f"({quartiles[0]:.3f}-{quartiles[2]:.3f}, {len(ratios)} pairs)")
     if args.old:
+        print("new / old, ratio of the medians:")
         for case in CASES:
-            print(f"new / old {case}: {medians['new', case] / medians['old', case]:.3f}")
+            print(f"  {case}: {medians['new', case] / medians['old', case]:.3f}")
 
 
 if __name__ == "__main__":
