@@ -43,6 +43,8 @@ class LSTMStream:
     ValueError
         For a bidirectional model, whose backward direction needs the whole
         sequence.
+    NotImplementedError
+        For a variant the kernels do not compute yet (as a model call does).
 
     Examples
     --------
@@ -73,6 +75,7 @@ class LSTMStream:
             raise ValueError(
                 "a bidirectional model cannot stream: its backward direction needs the "
                 "whole sequence")
+        _walk.check_supported(model._config)  # once: the configuration is fixed
         self.model = model
         self._lock = threading.Lock()
         self._clear()

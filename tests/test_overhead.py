@@ -115,3 +115,12 @@ def test_stream_steps_equal_one_call(dtype, rng):
     h, c = stream.state
     np.testing.assert_allclose(h, h_n, **tol(dtype))
     np.testing.assert_allclose(c, c_n, **tol(dtype))
+
+
+def test_stream_refuses_what_the_model_call_refuses():
+    """The stream checks the configuration once, at the start, as a call would."""
+    model = cylstm.LSTM(3, 4, peepholes=True, seed=0)
+    with pytest.raises(NotImplementedError, match="peepholes"):
+        model(np.ones((2, 1, 3), np.float32))
+    with pytest.raises(NotImplementedError, match="peepholes"):
+        model.stream()
