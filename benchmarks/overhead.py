@@ -89,9 +89,12 @@ def _bare_kernel(cylstm, model, x):
     except ImportError:  # builds before the walk and plans (c19e587): the kernel's own rule
         w_ih, w_hh, bias, w_hr = model._kernel_parameters(0, 0)
         return lambda: _lstm.forward_layer(x, w_ih, w_hh, bias, h, c, out)
-    (w_ih, w_hh, bias, w_hr), = _walk.kernel_weights(model, model._config)[0]
+    weights = _walk.kernel_weights(model, model._config)[0][0]
+    w_ih, w_hh, bias, extra = weights[0], weights[1], weights[2], {}
+    if len(weights) == 5:  # builds whose kernel adds b_hh itself
+        extra["bias_hh"] = weights[3]
     options = _plan.kernel_options(np.dtype(np.float32), x.shape[0], 1, D, H, 0, 1)
-    return lambda: _lstm.forward_layer(x, w_ih, w_hh, bias, h, c, out, **options)
+    return lambda: _lstm.forward_layer(x, w_ih, w_hh, bias, h, c, out, **extra, **options)
 
 
 # -- the driver -------------------------------------------------------------------------

@@ -151,6 +151,7 @@ def forward_layer(const floating[:, :, :] x,
                   floating[:, :, :] out,
                   *,
                   const floating[:, ::1] w_hr=None,
+                  const floating[::1] bias_hh=None,
                   lengths=None,
                   bint reverse=False,
                   floating[:, :, ::1] keep_act=None,
@@ -165,6 +166,9 @@ def forward_layer(const floating[:, :, :] x,
     projects h (LSTMP), P = H without it. h (B, P) and c (B, H) hold the
     initial state on entry and the final state on return. out (T, B, P): any
     outer strides, contiguous rows; only valid steps are written.
+
+    bias_hh (4H,), if given, is added to bias here (b_ih + b_hh): a NumPy add
+    before each call cost the model call about 1% at config a (AMD EPYC).
 
     lengths (B,) ints in [0, T]: row b runs steps 0 .. lengths[b] - 1 and its
     final state is the one after its last valid step. reverse: each row runs
@@ -213,6 +217,15 @@ def forward_layer(const floating[:, :, :] x,
                          "multiples of the item size (copy a record field or a reversed "
                          "view first)")
     dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] summed
+    cdef Py_ssize_t j
+    if bias_hh is not None:
+        if bias_hh.shape[0] != G:
+            raise ValueError(f"bias_hh must have shape ({G},), got {tuple(bias_hh.shape)[:1]}")
+        summed = np.empty(G, dtype=dtype)
+        for j in range(G):
+            summed[j] = bias[j] + bias_hh[j]
+        bias = summed
 
     if strategy is None:
         strategy = default_strategy(T, B)

@@ -8,7 +8,8 @@ schemes; each (layer, direction) is one call of the compiled kernel
 (cylstm/_lstm.pyx), which runs the whole sequence without the GIL.
 
 `weights` below is what `kernel_weights` returns: per layer, per direction,
-(w_ih, w_hh, b_ih + b_hh, w_hr or None) as the kernel reads them.
+(w_ih, w_hh, bias, bias_hh or None, w_hr or None) as the kernel reads them (it adds
+bias_hh to bias itself).
 """
 import functools
 from typing import NamedTuple, Optional
@@ -129,7 +130,8 @@ def check_state_pair(name, value):
 
 
 def kernel_weights(model, config: Config, directions=None, copy=False):
-    """[[(w_ih, w_hh, b_ih + b_hh, w_hr or None) per direction] per layer].
+    """[[(w_ih, w_hh, b_ih, b_hh, w_hr or None) per direction] per layer]; without
+    biases b_ih is zeros and b_hh None.
 
     The model's parameters are validated when they are assigned (shape, dtype,
     C order, alignment), so they are read as they are, at every call (users may
@@ -143,14 +145,15 @@ def kernel_weights(model, config: Config, directions=None, copy=False):
     for layer_names in names:
         per_direction = []
         for w_ih, w_hh, b_ih, b_hh, w_hr in layer_names:
-            w_ih, w_hh = getattr(model, w_ih), getattr(model, w_hh)
-            w_hr = None if w_hr is None else getattr(model, w_hr)
-            bias = (getattr(model, b_ih) + getattr(model, b_hh) if b_ih is not None
-                    else np.zeros(w_ih.shape[0], config.dtype))
+            params = (getattr(model, w_ih), getattr(model, w_hh),
+                      None if b_ih is None else getattr(model, b_ih),
+                      None if b_hh is None else getattr(model, b_hh),
+                      None if w_hr is None else getattr(model, w_hr))
             if copy:
-                w_ih, w_hh = np.array(w_ih), np.array(w_hh)
-                w_hr = None if w_hr is None else np.array(w_hr)
-            per_direction.append((w_ih, w_hh, bias, w_hr))
+                params = tuple(None if value is None else np.array(value) for value in params)
+            if b_ih is None:
+                params = params[:2] + (np.zeros(params[0].shape[0], config.dtype),) + params[3:]
+            per_direction.append(params)
         weights.append(per_direction)
     return weights
 
@@ -301,13 +304,13 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
 def _run_direction(layer_input, direction_weights, h, c, out, lengths, reverse, options, keep):
     """One kernel call: a layer's direction over the whole sequence. Returns what
     backpropagation needs with keep=True, else None."""
-    w_ih, w_hh, bias, w_hr = direction_weights
+    w_ih, w_hh, bias, bias_hh, w_hr = direction_weights
     kernel = _FORWARD_LAYER[w_ih.dtype.char]
     if not (keep or lengths is not None or reverse or w_hr is not None):
-        # The common case, with no keywords for the kernel to parse but the plan's
-        # (each one cost a one-step stream call about 0.1-0.3 us). Every caller has
-        # passed check_supported: a variant's keywords must keep it off this call.
-        kernel(layer_input, w_ih, w_hh, bias, h, c, out, **options)
+        # The common case, with no keywords for the kernel to parse but bias_hh and
+        # the plan's (each one cost a one-step stream call about 0.1-0.3 us). Every
+        # caller has passed check_supported: a variant's keywords keep it off this call.
+        kernel(layer_input, w_ih, w_hh, bias, h, c, out, bias_hh=bias_hh, **options)
         return None
     act = cells = None
     if keep:
@@ -316,8 +319,8 @@ def _run_direction(layer_input, direction_weights, h, c, out, lengths, reverse, 
         allocate = np.zeros if lengths is not None else np.empty  # zero past the lengths
         act = allocate((steps, batch, 4 * hidden), w_ih.dtype)
         cells = np.empty((steps, batch, hidden), w_ih.dtype)
-    kernel(layer_input, w_ih, w_hh, bias, h, c, out, w_hr=w_hr, lengths=lengths,
-           reverse=reverse, keep_act=act, keep_c=cells, **options)
+    kernel(layer_input, w_ih, w_hh, bias, h, c, out, w_hr=w_hr, bias_hh=bias_hh,
+           lengths=lengths, reverse=reverse, keep_act=act, keep_c=cells, **options)
     return KeptDirection(w_ih, w_hh, w_hr, act, cells) if keep else None
 
 

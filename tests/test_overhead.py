@@ -124,3 +124,29 @@ def test_stream_refuses_what_the_model_call_refuses():
         model(np.ones((2, 1, 3), np.float32))
     with pytest.raises(NotImplementedError, match="peepholes"):
         model.stream()
+
+
+@pytest.mark.parametrize("strategy", _lstm.STRATEGIES)
+def test_kernel_adds_bias_hh_as_numpy_does(strategy, dtype, rng):
+    """bias_hh is summed in the kernel, bit-identical to passing b_ih + b_hh, and the
+    caller's arrays are left alone; a wrong shape is refused."""
+    T, B, D, H = 5, 3, 4, 6
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    w_ih, w_hh = (rng.uniform(-0.5, 0.5, shape).astype(dtype) for shape in ((4 * H, D),
+                                                                          (4 * H, H)))
+    b_ih, b_hh = rng.standard_normal((2, 4 * H)).astype(dtype)
+    kept = b_ih.copy(), b_hh.copy()
+    results = []
+    for bias, extra in ((b_ih + b_hh, {}), (b_ih, {"bias_hh": b_hh})):
+        h, c, out = np.zeros((B, H), dtype), np.zeros((B, H), dtype), np.empty((T, B, H), dtype)
+        _lstm.forward_layer(x, w_ih, w_hh, bias, h, c, out, strategy=strategy, **extra)
+        results.append((out, h, c))
+    for summed, separate in zip(*results):
+        np.testing.assert_array_equal(separate, summed)
+    np.testing.assert_array_equal(b_ih, kept[0])
+    np.testing.assert_array_equal(b_hh, kept[1])
+    expected, _ = reference_model({"weight_ih_l0": w_ih, "weight_hh_l0": w_hh,
+                                   "bias_ih_l0": b_ih, "bias_hh_l0": b_hh}, x, dtype=dtype)
+    assert_close(results[1][0], expected, dtype)
+    with pytest.raises(ValueError, match=r"bias_hh must have shape \(24,\)"):
+        _lstm.forward_layer(x, w_ih, w_hh, b_ih, h, c, out, bias_hh=b_hh[:-1])
