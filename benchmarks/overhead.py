@@ -26,6 +26,7 @@ figures: they mean nothing without it.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -67,13 +68,16 @@ def _worker():
         group, rounds = line.split()
         group = [calls[case] for case in group.split(",")]
         times = [[] for _ in group]
+        faults = [0] * len(group)  # minor page faults (fresh memory from the system)
         for round_ in range(int(rounds)):
             order = range(len(group)) if round_ % 2 == 0 else range(len(group) - 1, -1, -1)
             for index in order:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 start = time.perf_counter_ns()
                 group[index]()
                 times[index].append(time.perf_counter_ns() - start)
-        print(json.dumps(times), flush=True)
+                faults[index] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        print(json.dumps([times, faults]), flush=True)
 
 
 def _bare_kernel(cylstm, model, x):
@@ -115,10 +119,12 @@ def _start(checkout, threads):
 
 
 def _block(worker, group, rounds):
-    """{case: [ns per call]} of `rounds` rounds of the group's cases, alternating."""
+    """{case: ([ns per call], minor page faults)} of `rounds` rounds of the group's
+    cases, alternating."""
     worker.stdin.write(f"{','.join(group)} {rounds}\n")
     worker.stdin.flush()
-    return dict(zip(group, json.loads(worker.stdout.readline())))
+    times, faults = json.loads(worker.stdout.readline())
+    return dict(zip(group, zip(times, faults)))
 
 
 def _cpu_model():
@@ -148,17 +154,20 @@ def main(argv=None):
         builds["old"] = args.old
     workers = {name: _start(path, args.threads) for name, path in builds.items()}
     times = {(name, case): [] for name in builds for case in CASES}
+    faults = dict.fromkeys(times, 0)
     order = list(builds)
     for round_ in range(args.rounds):
         for group, rounds in GROUPS.items():
             for name in order[round_ % len(order):] + order[:round_ % len(order)]:
-                for case, values in _block(workers[name], group, rounds).items():
+                for case, (values, count) in _block(workers[name], group, rounds).items():
                     times[name, case] += values
+                    faults[name, case] += count
     for worker in workers.values():
         worker.stdin.close()
         worker.wait()
     print(f"{_cpu_model()}, {os.cpu_count()} CPUs, BLAS threads {args.threads}, "
-          f"{args.rounds} rounds; median us per call (10th percentile: less hit by load)")
+          f"{args.rounds} rounds; median us per call (10th percentile: less hit by load) "
+          "and minor page faults per call")
     print(f"{'case':<10}" + "".join(f"{name + ' (' + path + ')':>34}"
                                     for name, path in builds.items()))
     medians = {}
@@ -168,7 +177,8 @@ def main(argv=None):
             values = times[name, case]
             medians[name, case] = statistics.median(values) / 1e3
             tenth = statistics.quantiles(values, n=10)[0] / 1e3
-            cells.append(f"{medians[name, case]:12.2f} ({tenth:.2f})")
+            per_call = faults[name, case] / len(values)
+            cells.append(f"{medians[name, case]:12.2f} ({tenth:.2f}) {per_call:5.1f}")
         print(f"{case:<10}" + "".join(f"{cell:>34}" for cell in cells))
     print("median ratio over neighbouring calls (interquartile range):")
     for name in builds:

@@ -217,15 +217,8 @@ def forward_layer(const floating[:, :, :] x,
                          "multiples of the item size (copy a record field or a reversed "
                          "view first)")
     dtype = np.float32 if floating is float else np.float64
-    cdef floating[::1] summed
-    cdef Py_ssize_t j
-    if bias_hh is not None:
-        if bias_hh.shape[0] != G:
-            raise ValueError(f"bias_hh must have shape ({G},), got {tuple(bias_hh.shape)[:1]}")
-        summed = np.empty(G, dtype=dtype)
-        for j in range(G):
-            summed[j] = bias[j] + bias_hh[j]
-        bias = summed
+    if bias_hh is not None and bias_hh.shape[0] != G:
+        raise ValueError(f"bias_hh must have shape ({G},), got {tuple(bias_hh.shape)[:1]}")
 
     if strategy is None:
         strategy = default_strategy(T, B)
@@ -287,9 +280,15 @@ def forward_layer(const floating[:, :, :] x,
 
     # gates holds a chunk's pre-activations: in the row layout, row s * rows + p
     # is batch row p of step s; in the column layout (G, steps * rows) the same
-    # rows are columns (see COLUMN_MIN_BATCH).
-    cdef floating[:, ::1] gates = np.empty((chunk * B, G), dtype=dtype)
+    # rows are columns (see COLUMN_MIN_BATCH). One more row holds b_ih + b_hh
+    # when bias_hh is given (no allocation of its own).
+    cdef floating[:, ::1] gates = np.empty((chunk * B + (bias_hh is not None), G), dtype=dtype)
     cdef floating *gates_base = &gates[0, 0]
+    cdef Py_ssize_t j
+    if bias_hh is not None:
+        for j in range(G):
+            gates[chunk * B, j] = bias[j] + bias_hh[j]
+        bias = gates[chunk * B]
     cdef floating *x_chunk = NULL
     cdef floating *h_cell = NULL
     cdef floating *h_cols = NULL
