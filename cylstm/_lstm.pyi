@@ -33,6 +33,7 @@ def forward_layer(
     out: NDArray[_F],
     *,
     w_hr: Optional[NDArray[_F]] = None,
+    bias_hh: Optional[NDArray[_F]] = None,
     lengths: Optional[ArrayLike] = None,
     reverse: bool = False,
     keep_act: Optional[NDArray[_F]] = None,

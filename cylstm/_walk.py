@@ -8,8 +8,8 @@ schemes; each (layer, direction) is one call of the compiled kernel
 (cylstm/_lstm.pyx), which runs the whole sequence without the GIL.
 
 `weights` below is what `kernel_weights` returns: per layer, per direction,
-(w_ih, w_hh, b_ih + b_hh, w_hr or None, peephole or None) as the kernel reads
-them (a 4-tuple means no peepholes).
+(w_ih, w_hh, bias, bias_hh or None, w_hr or None, peephole or None) as the kernel
+reads them (it adds bias_hh to bias itself).
 """
 import functools
 from typing import NamedTuple, Optional
@@ -89,7 +89,8 @@ def check_input(x, input_size):
 
 
 def initial_states(config: Config, hx, batch, unbatched, name="hx"):
-    """(h0, c0), each (layers * directions, B, features), from hx or zeros.
+    """(h0, c0), each a new C-order (layers * directions, B, features) array, from hx
+    or zeros: never the caller's, so the kernel may turn them into the final state.
 
     `name` is what error messages call hx (a stream calls it "state").
     """
@@ -105,7 +106,7 @@ def initial_states(config: Config, hx, batch, unbatched, name="hx"):
         argument = f"{name}[{position}] ({part})"
         expected = (shape[0], shape[2]) if unbatched else shape
         state = check_shape(argument, as_real_array(argument, value, config.dtype), expected)
-        states.append(state.reshape(shape))
+        states.append(np.array(state.reshape(shape), order="C"))
     return states
 
 
@@ -123,27 +124,47 @@ def check_state_pair(name, value):
 
 
 def kernel_weights(model, config: Config, directions=None, copy=False):
-    """[[(w_ih, w_hh, b_ih + b_hh, w_hr or None, peephole or None) per direction] per layer].
+    """[[(w_ih, w_hh, b_ih, b_hh, w_hr or None, peephole or None) per direction] per
+    layer]; without biases b_ih is zeros and b_hh None.
 
     The model's parameters are validated when they are assigned (shape, dtype,
-    C order, alignment), so they are read as they are; copy=True gives copies
-    that later changes to the model do not reach (training keeps them).
+    C order, alignment), so they are read as they are, at every call (users may
+    change them in place); copy=True gives copies that later changes to the
+    model do not reach (training keeps them).
     """
-    directions = range(config.num_directions) if directions is None else directions
+    # The names depend on the configuration only: the model keeps them (LSTM._start).
+    names = (model._weight_names if directions is None
+             else weight_names(config, tuple(directions)))
     weights = []
+    for layer_names in names:
+        per_direction = []
+        for direction_names in layer_names:
+            params = tuple(None if name is None else getattr(model, name)
+                           for name in direction_names)
+            if copy:
+                params = tuple(None if value is None else np.array(value) for value in params)
+            if params[2] is None:  # no biases: the kernel adds zeros
+                params = params[:2] + (np.zeros(params[0].shape[0], config.dtype),) + params[3:]
+            per_direction.append(params)
+        weights.append(per_direction)
+    return weights
+
+
+def weight_names(config: Config, directions=None):
+    """Per layer, per direction: the names of (w_ih, w_hh, b_ih, b_hh, w_hr, peephole),
+    None for what the configuration lacks."""
+    directions = range(config.num_directions) if directions is None else directions
+    names = []
     for layer in range(config.num_layers):
         per_direction = []
         for direction in directions:
-            params = [getattr(model, name) for name, _ in layer_layout(config, layer, direction)]
-            if copy:
-                params = [np.array(value) for value in params]
-            w_ih, w_hh = params[:2]
-            bias = params[2] + params[3] if config.bias else np.zeros(w_ih.shape[0], config.dtype)
-            rest = params[4 if config.bias else 2:]  # [w_hr] then [peephole], as present
-            per_direction.append((w_ih, w_hh, bias, rest[0] if config.proj_size else None,
-                                  rest[-1] if config.peepholes else None))
-        weights.append(per_direction)
-    return weights
+            w_ih, w_hh, *rest = [name for name, _ in layer_layout(config, layer, direction)]
+            b_ih, b_hh = rest[:2] if config.bias else (None, None)
+            w_hr = rest[2 * config.bias] if config.proj_size else None
+            peephole = rest[-1] if config.peepholes else None
+            per_direction.append((w_ih, w_hh, b_ih, b_hh, w_hr, peephole))
+        names.append(tuple(per_direction))
+    return tuple(names)
 
 
 # -- running --------------------------------------------------------------------
@@ -171,20 +192,50 @@ def forward(config: Config, weights, call: Call, workers=1):
     return output, (h_n, c_n)
 
 
+def common_case(config: Config):
+    """Whether `forward_common` may run a model of this configuration: one direction,
+    time-major, the plain cell (the model keeps the answer: LSTM._start)."""
+    return not (config.batch_first or config.bidirectional or config.reverse
+                or config.go_backwards or not config.plain_cell)
+
+
+def forward_common(model, config: Config, x):
+    """`model(x)` without hx and lengths on one thread, when x is an aligned C-order
+    (T, B, D) ndarray of the model's dtype and common_case(config); else None.
+
+    The same kernel calls as prepare + forward, so bit-identical results, with
+    less Python around them: after a long sequence the interpreter's own data
+    are out of the caches, and a microsecond of Python measured in a loop cost
+    about ten after a call at config a (AMD EPYC).
+    """
+    if not (type(x) is np.ndarray and x.dtype is config.dtype and x.ndim == 3
+            and x.shape[2] == config.input_size):
+        return None
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned):
+        return None
+    batch, layers = x.shape[1], config.num_layers
+    h_n = np.zeros((layers, batch, config.output_size), config.dtype)
+    c_n = np.zeros((layers, batch, config.hidden_size), config.dtype)
+    output, _, _ = walk(config, kernel_weights(model, config), x, h_n, c_n)
+    return output, (h_n, c_n)
+
+
 def _forward_whole(config, weights, x_time_major, h0, c0, lengths, batch_first, workers,
                    plan_workers=None):
-    # Fresh C-order copies whose (B, .) slices the kernel turns into the final state.
-    h_n, c_n = np.array(h0, order="C"), np.array(c0, order="C")
-    output, output_time_major, _ = walk(config, weights, x_time_major, list(h_n), list(c_n),
+    # h0 and c0 are the call's own (initial_states), (L * dirs, rows, .) with
+    # contiguous (rows, .) slices: the kernel turns them into the final state.
+    output, output_time_major, _ = walk(config, weights, x_time_major, h0, c0,
                                         lengths, batch_first=batch_first, workers=workers,
                                         plan_workers=plan_workers)
     if lengths is not None and config.padding == "carry":
         carry_last_valid(output_time_major[:, :, :config.output_size], lengths)
-    return output, h_n, c_n
+    return output, h0, c0
 
 
 def _forward_split(config, weights, call, workers):
-    """The batch cut into `workers` parts, each run whole on its own thread."""
+    """The batch cut into `workers` parts, each run whole on its own thread (each
+    turning its rows of the call's h0 and c0 into the final state)."""
     x, h0, c0, lengths = call.x_time_major, call.h0, call.c0, call.lengths
     bounds = np.linspace(0, x.shape[1], workers + 1).astype(int)
     parts = [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
@@ -196,11 +247,9 @@ def _forward_split(config, weights, call, workers):
     output, output_time_major = new_output(
         x.shape[0], x.shape[1], config.num_directions * config.output_size, config.dtype,
         call.batch_first, False)
-    h_n, c_n = np.empty_like(h0), np.empty_like(c0)
-    for rows, (part_output, part_h_n, part_c_n) in zip(parts, results):
+    for rows, (part_output, _, _) in zip(parts, results):
         output_time_major[:, rows] = part_output
-        h_n[:, rows], c_n[:, rows] = part_h_n, part_c_n
-    return output, h_n, c_n
+    return output, h0, c0
 
 
 # A wavefront runs chunks of at least this many steps, at most this many per
@@ -241,16 +290,16 @@ def _forward_wavefront(config, weights, call, workers):
 
     def run_chunk(layer, chunk):
         first, stop = bounds[chunk], bounds[chunk + 1]
-        w_ih, w_hh, bias, w_hr = weights[layer][0][:4]
+        w_ih, w_hh, bias, bias_hh, w_hr, peephole = weights[layer][0]
         layer_input = inputs[layer][first:stop]
         options = _plan.kernel_options(config.dtype, stop - first, batch,
                                        layer_input.shape[2], config.hidden_size,
                                        config.proj_size, workers)
         chunk_lengths = None if lengths is None else np.clip(lengths - first, 0, stop - first)
         _lstm.forward_layer(layer_input, w_ih, w_hh, bias, h_n[layer], c_n[layer],
-                            outputs[layer][1][first:stop], w_hr=w_hr, lengths=chunk_lengths,
-                            **options,
-                            **cell_options(config, 0, direction_peephole(weights[layer][0])))
+                            outputs[layer][1][first:stop], w_hr=w_hr, bias_hh=bias_hh,
+                            lengths=chunk_lengths, **options,
+                            **cell_options(config, 0, peephole))
 
     # Diagonal d holds the chunks d - l of every layer l: independent of each other.
     diagonals = [[(layer, diagonal - layer) for layer in range(layers)
@@ -268,7 +317,8 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
     """Run every layer and direction of `weights` over x (T, B, D), any view.
 
     h[i] and c[i], i = layer * directions + direction, are C-contiguous (B, .)
-    arrays that the kernel turns from the initial into the final state.
+    arrays (h and c: lists of them, or (L * dirs, B, .) arrays) that the kernel
+    turns from the initial into the final state.
     Padding past `lengths` is zeros here (the caller applies "carry").
     With workers > 1 the two directions of a layer run side by side. Each
     kernel call runs as the plan for its shape says (cylstm/_plan.py);
@@ -280,48 +330,71 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
     one KeptLayer per layer with keep=True (for backward), else None.
     """
     steps, batch = x_time_major.shape[:2]
-    width, hidden, dtype = config.output_size, config.hidden_size, config.dtype
+    width, dtype = config.output_size, config.dtype
     directions = len(weights[0])
     plan_workers = workers if plan_workers is None else plan_workers
-    allocate = np.zeros if lengths is not None else np.empty  # zero past the lengths
     kept: Optional[list[KeptLayer]] = [] if keep else None
     if config.go_backwards:  # Keras: each row read from its end; output in that order
         x_time_major = reversed_rows(x_time_major, lengths)
     layer_input = kernel_input(x_time_major)
+    last = len(weights) - 1
     for layer, layer_weights in enumerate(weights):
-        last = layer == len(weights) - 1
         output, output_time_major = new_output(
-            steps, batch, directions * width, dtype, batch_first and last, lengths is not None)
-
-        def run_direction(direction, layer=layer, layer_input=layer_input,
-                          output_time_major=output_time_major, layer_weights=layer_weights):
-            index = layer * directions + direction
-            w_ih, w_hh, bias, w_hr = layer_weights[direction][:4]
-            peephole = direction_peephole(layer_weights[direction])
-            h_mask = None if h_masks is None else h_masks[index]
-            act = allocate((steps, batch, 4 * hidden), dtype) if keep else None
-            cells = np.empty((steps, batch, hidden), dtype) if keep else None
-            options = _plan.kernel_options(dtype, steps, batch, layer_input.shape[2], hidden,
-                                           config.proj_size, plan_workers)
-            _lstm.forward_layer(
-                layer_input, w_ih, w_hh, bias, h[index], c[index],
-                output_time_major[:, :, direction * width:(direction + 1) * width],
-                w_hr=w_hr, lengths=lengths, reverse=runs_reversed(config, direction),
-                keep_act=act, keep_c=cells, h_mask=h_mask, **options,
-                **cell_options(config, direction, peephole))
-            return KeptDirection(w_ih, w_hh, w_hr, act, cells, peephole=peephole,
-                                 h_mask=h_mask)
-
-        if workers > 1 and directions == 2:
-            ran = _parallel.run_all([lambda d=d: run_direction(d) for d in range(2)], 2)
+            steps, batch, directions * width, dtype, batch_first and layer == last,
+            lengths is not None)
+        options = _plan.kernel_options(dtype, steps, batch, layer_input.shape[2],
+                                       config.hidden_size, config.proj_size, plan_workers)
+        first = layer * directions
+        tasks = [functools.partial(
+            _run_direction, config, direction, layer_input, layer_weights[direction],
+            h[first + direction], c[first + direction],
+            output_time_major if directions == 1 else
+            output_time_major[:, :, direction * width:(direction + 1) * width],
+            lengths, options, keep, None if h_masks is None else h_masks[first + direction])
+            for direction in range(directions)]
+        if directions == 1:  # called directly: a one-step stream call is mostly overhead
+            ran = [tasks[0]()]
         else:
-            ran = [run_direction(direction) for direction in range(directions)]
+            ran = _parallel.run_all(tasks, 2) if workers > 1 else [task() for task in tasks]
         if kept is not None:
             kept.append(KeptLayer(layer_input, output_time_major, ran))
         layer_input = output_time_major
-        if dropout_masks is not None and not last:
+        if dropout_masks is not None and layer != last:
             layer_input = output_time_major * dropout_masks[layer]
     return output, output_time_major, kept
+
+
+def _run_direction(config, direction, layer_input, direction_weights, h, c, out, lengths,
+                   options, keep, h_mask=None):
+    """One kernel call: a layer's direction over the whole sequence. Returns what
+    backpropagation needs with keep=True, else None."""
+    w_ih, w_hh, bias, bias_hh, w_hr, peephole = direction_weights
+    kernel = _FORWARD_LAYER[w_ih.dtype.char]
+    reverse = runs_reversed(config, direction)
+    variant = cell_options(config, direction, peephole)
+    if not (keep or lengths is not None or reverse or w_hr is not None or variant):
+        # The common case, with no keywords for the kernel to parse but bias_hh and
+        # the plan's (each one cost a one-step stream call about 0.1-0.3 us).
+        kernel(layer_input, w_ih, w_hh, bias, h, c, out, bias_hh=bias_hh, **options)
+        return None
+    act = cells = None
+    if keep:
+        steps, batch = layer_input.shape[:2]
+        hidden = w_ih.shape[0] // 4
+        allocate = np.zeros if lengths is not None else np.empty  # zero past the lengths
+        act = allocate((steps, batch, 4 * hidden), w_ih.dtype)
+        cells = np.empty((steps, batch, hidden), w_ih.dtype)
+    kernel(layer_input, w_ih, w_hh, bias, h, c, out, w_hr=w_hr, bias_hh=bias_hh,
+           lengths=lengths, reverse=reverse, keep_act=act, keep_c=cells, h_mask=h_mask,
+           **options, **variant)
+    if not keep:
+        return None
+    return KeptDirection(w_ih, w_hh, w_hr, act, cells, peephole=peephole, h_mask=h_mask)
+
+
+# forward_layer's specialisations by dtype character: calling one directly skips
+# Cython's run-time dispatch over the fused type (about 0.35 us a call).
+_FORWARD_LAYER = {"f": _lstm.forward_layer["float"], "d": _lstm.forward_layer["double"]}
 
 
 # -- the cell's variants, per direction ------------------------------------------
@@ -330,11 +403,6 @@ def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_fir
 def runs_reversed(config: Config, direction):
     """Whether (a layer's) `direction` reads each row from its last valid step."""
     return direction == 1 or config.reverse
-
-
-def direction_peephole(direction_weights):
-    """The peephole weights of one direction's kernel weights, or None."""
-    return direction_weights[4] if len(direction_weights) > 4 else None
 
 
 def cell_options(config: Config, direction, peephole=None):
@@ -368,8 +436,9 @@ def reversed_rows(x_time_major, lengths):
 def kernel_input(array):
     """`array` as the kernel reads it: itself if it is kernel-ready, else an aligned
     C-contiguous copy (byte strides, negative strides, misaligned data)."""
-    if is_kernel_ready(array, array.dtype):
-        return array
+    flags = array.flags
+    if (flags.c_contiguous and flags.aligned) or is_kernel_ready(array, array.dtype):
+        return array  # (the first test is the common case's, cheaper)
     return np.array(array, order="C")
 
 

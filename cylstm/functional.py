@@ -83,7 +83,7 @@ def lstm(x: ArrayLike, weight_ih: ArrayLike, weight_hh: ArrayLike,
     state_shape = (hidden_size,) if unbatched else (x.shape[1], hidden_size)
     h = _initial_state("h0", h0, state_shape, dtype).reshape(-1, hidden_size)
     c = _initial_state("c0", c0, state_shape, dtype).reshape(-1, hidden_size)
-    weights = [[(_c_order(weight_ih), _c_order(weight_hh), bias, None)]]
+    weights = [[(_c_order(weight_ih), _c_order(weight_hh), bias, None, None, None)]]
     config = make_config(input_size, hidden_size, dtype=dtype)
     output, _, _ = _walk.walk(config, weights, x[:, None, :] if unbatched else x, [h], [c])
     if unbatched:

@@ -126,6 +126,8 @@ class LSTM:
 
     _config: Config
     _num_threads: Optional[int]
+    _weight_names: tuple
+    _common_case: bool
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *,
                  bias: bool = True, batch_first: bool = False, bidirectional: bool = False,
@@ -149,6 +151,10 @@ class LSTM:
 
     def _start(self, config: Config, num_threads: Optional[int]) -> None:
         object.__setattr__(self, "_config", config)
+        # What every call reads the weights by (the walk's kernel_weights), and
+        # whether calls may take the walk's shorter path.
+        object.__setattr__(self, "_weight_names", _walk.weight_names(config))
+        object.__setattr__(self, "_common_case", _walk.common_case(config))
         self.num_threads = num_threads
 
     @classmethod
@@ -394,6 +400,10 @@ class LSTM:
         >>> np.array_equal(h_n[0, 1], output[1, 1])
         True
         """
+        if hx is None and lengths is None and self._common_case and self._num_threads is None:
+            result = _walk.forward_common(self, self._config, x)
+            if result is not None:
+                return result
         call = _walk.prepare(self._config, x, hx, lengths)
         return _walk.forward(self._config, _walk.kernel_weights(self, self._config), call,
                              self._workers())
