@@ -2,7 +2,7 @@
 # shapes). Each kernel is fused over float32 and float64: every array of one
 # call has the same dtype, which _F says. The arrays may be any buffer; cylstm
 # passes ndarrays. Keep this in step with the `def` entries of the .pyx.
-from typing import Optional, Tuple, TypeVar
+from typing import Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -33,6 +33,10 @@ def forward_layer(
     keep_c: Optional[NDArray[_F]] = None,
     strategy: Optional[str] = None,
     chunk_bytes: Optional[int] = None,
+    peephole: Optional[NDArray[_F]] = None,
+    clip: Optional[float] = None,
+    input_forget: bool = False,
+    activations: Optional[Sequence[Tuple[str, float, float]]] = None,
     _gate_math: bool = True,
 ) -> None: ...
 def backward_layer(
@@ -58,4 +62,9 @@ def backward_layer(
     grad_w_hr: Optional[NDArray[_F]] = None,
     lengths: Optional[ArrayLike] = None,
     reverse: bool = False,
+    peephole: Optional[NDArray[_F]] = None,
+    grad_peephole: Optional[NDArray[_F]] = None,
+    clip: Optional[float] = None,
+    input_forget: bool = False,
+    activations: Optional[Sequence[Tuple[str, float, float]]] = None,
 ) -> None: ...
