@@ -254,3 +254,14 @@ def test_dask_runs_reverse_and_the_cell_variants_and_refuses_go_backwards():
     assert_close(c_n, r_c, np.float64, "c_n")
     with pytest.raises(NotImplementedError, match="go_backwards"):
         forward(cylstm.LSTM(3, 5, go_backwards=True), da.zeros((4, 2, 3)))
+
+
+@pytest.mark.parametrize("options", [COMBINATIONS[1], COMBINATIONS[2]], ids=["split", "dirs"])
+def test_two_threads(options, dtype):
+    """num_threads=2: the batch split over threads, or the two directions side by side."""
+    rng = np.random.default_rng(11)
+    options = dict(options)
+    model = cylstm.LSTM(4, 6, options.pop("num_layers", 1), dtype=dtype, seed=2,
+                        num_threads=2, **options)
+    x = random_input(rng, model, 9, 6)
+    check_variant(model, x, random_hx(rng, model, 6), random_lengths(rng, 6, 9))
