@@ -93,7 +93,7 @@ COMBINATIONS = [
                       [("sigmoid",), ("scaled_tanh", 1.2, 0.5), ("softplus",)]]),
     dict(clip=0.8, go_backwards=True, batch_first=True, padding="carry",
          activations=[("sigmoid",), ("leaky_relu", 0.2), ("affine", 0.5, 0.1)]),
-    dict(peepholes=True, bidirectional=True, proj_size=3, padding="carry",
+    dict(peepholes=True, bidirectional=True, proj_size=3, padding="carry", bias=False,
          activations=[("tanh",), ("relu",), ("thresholded_relu", 0.05)]),
 ]
 
@@ -173,6 +173,7 @@ GRADIENT_CASES = [
     dict(input_forget=True, peepholes=True),
     dict(reverse=True, peepholes=True, clip=0.5),
     dict(go_backwards=True, proj_size=2, num_layers=2, padding="carry", input_forget=True),
+    dict(peepholes=True, proj_size=2, bias=False, bidirectional=True),
     dict(bidirectional=True, peepholes=True, batch_first=True,
          activations=[("hard_sigmoid", 0.3, 0.5), ("elu", 0.7), ("softsign",)]),
     dict(activations=[("leaky_relu", 0.1), ("affine", 0.5, 0.1), ("thresholded_relu", 0.05)]),
