@@ -266,3 +266,16 @@ def test_two_threads(options, dtype):
                         num_threads=2, **options)
     x = random_input(rng, model, 9, 6)
     check_variant(model, x, random_hx(rng, model, 6), random_lengths(rng, 6, 9))
+
+
+def test_unbatched_training_with_go_backwards():
+    rng = np.random.default_rng(12)
+    model = cylstm.LSTM(3, 4, dtype=np.float64, seed=1, go_backwards=True, peepholes=True,
+                        clip=0.6)
+    x = random_input(rng, model, 5)
+    out, _, backward = model.forward_train(x)
+    grad_output = rng.standard_normal(out.shape)
+    grad_x, (grad_h0, grad_c0), grads = backward(grad_output)
+    numeric = numeric_gradients(model, x, grad_output=grad_output)
+    assert_gradients_close({"x": grad_x, "h0": grad_h0, "c0": grad_c0, **grads}, numeric,
+                           rtol=1e-6, atol=1e-8)
