@@ -36,7 +36,9 @@
 #define restrict __restrict
 #endif
 
-/* Activation codes, in cylstm/_params.py ACTIVATIONS order. */
+/* Activation codes, in cylstm/_params.py ACTIVATIONS order. Each is written so
+ * that NaN propagates (a select whose comparison fails on NaN picks z), as in
+ * the plain cell and the NumPy reference. */
 enum {
     CYLSTM_SIGMOID, CYLSTM_TANH, CYLSTM_RELU, CYLSTM_AFFINE, CYLSTM_LEAKY_RELU,
     CYLSTM_THRESHOLDED_RELU, CYLSTM_SCALED_TANH, CYLSTM_HARD_SIGMOID, CYLSTM_ELU,
@@ -72,7 +74,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
         switch (code) {                                                                  \
         case CYLSTM_SIGMOID: for (k = 0; k < m; ++k) y[k] = sigmoid(z[k]); break;        \
         case CYLSTM_TANH: for (k = 0; k < m; ++k) y[k] = tanh_(z[k]); break;             \
-        case CYLSTM_RELU: for (k = 0; k < m; ++k) y[k] = z[k] > 0 ? z[k] : 0; break;     \
+        case CYLSTM_RELU: for (k = 0; k < m; ++k) y[k] = z[k] < 0 ? 0 : z[k]; break;     \
         case CYLSTM_AFFINE: for (k = 0; k < m; ++k) y[k] = a * z[k] + b; break;          \
         case CYLSTM_LEAKY_RELU:                                                          \
             for (k = 0; k < m; ++k) y[k] = z[k] >= 0 ? z[k] : a * z[k];                  \
@@ -89,7 +91,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
             break;                                                                       \
         case CYLSTM_ELU:                                                                 \
             for (k = 0; k < m; ++k)                                                      \
-                y[k] = z[k] >= 0 ? z[k] : a * (exp_(z[k] < 0 ? z[k] : 0) - 1);           \
+                y[k] = z[k] < 0 ? a * (exp_(z[k] < 0 ? z[k] : 0) - 1) : z[k];            \
             break;                                                                       \
         case CYLSTM_SOFTSIGN: for (k = 0; k < m; ++k) y[k] = z[k] / (1 + abs_(z[k])); break; \
         default: /* CYLSTM_SOFTPLUS: log(1 + e^z) without overflow */                    \
@@ -122,7 +124,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
             break;                                                                       \
         case CYLSTM_RELU:                                                                \
             for (k = 0; k < m; ++k) {                                                    \
-                y[k] = z[k] > 0 ? z[k] : 0;                                              \
+                y[k] = z[k] < 0 ? 0 : z[k];                                              \
                 dy[k] = z[k] > 0 ? 1 : 0;                                                \
             }                                                                            \
             break;                                                                       \
@@ -161,7 +163,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
         case CYLSTM_ELU:                                                                 \
             for (k = 0; k < m; ++k) {                                                    \
                 const real e = exp_(z[k] < 0 ? z[k] : 0);                                \
-                y[k] = z[k] >= 0 ? z[k] : a * (e - 1);                                   \
+                y[k] = z[k] < 0 ? a * (e - 1) : z[k];                                    \
                 dy[k] = z[k] >= 0 ? 1 : a * e;                                           \
             }                                                                            \
             break;                                                                       \

@@ -279,3 +279,15 @@ def test_unbatched_training_with_go_backwards():
     numeric = numeric_gradients(model, x, grad_output=grad_output)
     assert_gradients_close({"x": grad_x, "h0": grad_h0, "c0": grad_c0, **grads}, numeric,
                            rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ACTIVATION_CASES)
+def test_nan_stays_in_its_row(name):
+    """A NaN in one row's input makes that row's outputs NaN and leaves the others alone."""
+    model = cylstm.LSTM(3, 5, dtype=np.float64, seed=1, peepholes=True, clip=2.0,
+                        activations=ACTIVATION_CASES[name])
+    x = random_input(np.random.default_rng(13), model, 4, 3)
+    x[1, 0, 2] = np.nan
+    out, (h_n, c_n) = model(x)
+    assert np.isnan(out[1:, 0]).all() and np.isnan(h_n[:, 0]).all()
+    assert np.isfinite(out[:, 1:]).all() and np.isfinite(out[0]).all()
