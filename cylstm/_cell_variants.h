@@ -12,11 +12,13 @@
  * The plain cell (sigmoid, tanh, tanh, no peepholes, no clip) never comes here:
  * it runs _gates.h's fused cells unchanged.
  *
- * Every pass is a plain loop over a block of CYLSTM_BLOCK elements: the
- * pre-activations, then one activation over a whole block at a time with the
- * switch on its code outside the element loop (cylstm_activate_*), then c and
- * h. So each loop vectorises as _gates.h's do (same helpers, same
- * -fno-trapping-math selects); only softplus calls libm's scalar log1p.
+ * Two forward paths, each a few plain loops over a block of CYLSTM_BLOCK
+ * elements that vectorise as _gates.h's do (same helpers, same
+ * -fno-trapping-math selects): with sigmoid and tanh (peepholes, clip,
+ * input_forget), two fused passes like the plain cell's; with other
+ * activations, the pre-activations, then each activation over the whole block
+ * with the switch on its code outside the element loop (cylstm_activate_*),
+ * then c and h. Only softplus calls libm (a scalar log1p).
  *
  * What training keeps differs from the plain cell: the clipped pre-activations
  * z (not the activations), from which the backward pass recomputes each
@@ -34,7 +36,9 @@
 #define restrict __restrict
 #endif
 
-/* Activation codes, in cylstm/_params.py ACTIVATIONS order. */
+/* Activation codes, in cylstm/_params.py ACTIVATIONS order. Each is written so
+ * that NaN propagates (a select whose comparison fails on NaN picks z), as in
+ * the plain cell and the NumPy reference. */
 enum {
     CYLSTM_SIGMOID, CYLSTM_TANH, CYLSTM_RELU, CYLSTM_AFFINE, CYLSTM_LEAKY_RELU,
     CYLSTM_THRESHOLDED_RELU, CYLSTM_SCALED_TANH, CYLSTM_HARD_SIGMOID, CYLSTM_ELU,
@@ -56,9 +60,13 @@ typedef struct {
 CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double) x); }
 
 /* y[k] = act(z[k]) for k < m; with dy, also dy[k] = act'(z[k]) (almost
- * everywhere for the piecewise-linear ones). One loop per case. */
-#define CYLSTM_DEFINE_ACTIVATIONS(SUFFIX, real, sigmoid, tanh_, exp_, abs_, log1p_)    \
-    CYLSTM_INLINE void cylstm_activate_##SUFFIX(int code, real a, real b, ptrdiff_t m,  \
+ * everywhere for the piecewise-linear ones). One loop per case. Called once per
+ * block, not inlined: inlined at each of the cells' call sites the switch made
+ * the extension three times larger (2.3 MB against 0.74) for no measurable
+ * speed. */
+#define CYLSTM_DEFINE_ACTIVATIONS(SUFFIX, real, sigmoid, tanh_, exp_, abs_, log1p_, TARGET) \
+    TARGET                                                                               \
+    static void cylstm_activate_##SUFFIX(int code, real a, real b, ptrdiff_t m,         \
                                                 const real *restrict z,                  \
                                                 real *restrict y)                        \
     {                                                                                    \
@@ -66,7 +74,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
         switch (code) {                                                                  \
         case CYLSTM_SIGMOID: for (k = 0; k < m; ++k) y[k] = sigmoid(z[k]); break;        \
         case CYLSTM_TANH: for (k = 0; k < m; ++k) y[k] = tanh_(z[k]); break;             \
-        case CYLSTM_RELU: for (k = 0; k < m; ++k) y[k] = z[k] > 0 ? z[k] : 0; break;     \
+        case CYLSTM_RELU: for (k = 0; k < m; ++k) y[k] = z[k] < 0 ? 0 : z[k]; break;     \
         case CYLSTM_AFFINE: for (k = 0; k < m; ++k) y[k] = a * z[k] + b; break;          \
         case CYLSTM_LEAKY_RELU:                                                          \
             for (k = 0; k < m; ++k) y[k] = z[k] >= 0 ? z[k] : a * z[k];                  \
@@ -83,7 +91,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
             break;                                                                       \
         case CYLSTM_ELU:                                                                 \
             for (k = 0; k < m; ++k)                                                      \
-                y[k] = z[k] >= 0 ? z[k] : a * (exp_(z[k] < 0 ? z[k] : 0) - 1);           \
+                y[k] = z[k] < 0 ? a * (exp_(z[k] < 0 ? z[k] : 0) - 1) : z[k];            \
             break;                                                                       \
         case CYLSTM_SOFTSIGN: for (k = 0; k < m; ++k) y[k] = z[k] / (1 + abs_(z[k])); break; \
         default: /* CYLSTM_SOFTPLUS: log(1 + e^z) without overflow */                    \
@@ -93,7 +101,8 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
         }                                                                                \
     }                                                                                    \
                                                                                          \
-    CYLSTM_INLINE void cylstm_activate_grad_##SUFFIX(int code, real a, real b,           \
+    TARGET                                                                               \
+    static void cylstm_activate_grad_##SUFFIX(int code, real a, real b,                  \
                                                      ptrdiff_t m, const real *restrict z, \
                                                      real *restrict y, real *restrict dy) \
     {                                                                                    \
@@ -115,7 +124,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
             break;                                                                       \
         case CYLSTM_RELU:                                                                \
             for (k = 0; k < m; ++k) {                                                    \
-                y[k] = z[k] > 0 ? z[k] : 0;                                              \
+                y[k] = z[k] < 0 ? 0 : z[k];                                              \
                 dy[k] = z[k] > 0 ? 1 : 0;                                                \
             }                                                                            \
             break;                                                                       \
@@ -154,7 +163,7 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
         case CYLSTM_ELU:                                                                 \
             for (k = 0; k < m; ++k) {                                                    \
                 const real e = exp_(z[k] < 0 ? z[k] : 0);                                \
-                y[k] = z[k] >= 0 ? z[k] : a * (e - 1);                                   \
+                y[k] = z[k] < 0 ? a * (e - 1) : z[k];                                    \
                 dy[k] = z[k] >= 0 ? 1 : a * e;                                           \
             }                                                                            \
             break;                                                                       \
@@ -174,10 +183,25 @@ CYLSTM_INLINE float cylstm_exp_f(float x) { return (float) cylstm_exp_d((double)
         }                                                                                \
     }
 
-CYLSTM_DEFINE_ACTIVATIONS(f32, float, cylstm_sigmoid_f, cylstm_tanh_f, cylstm_exp_f, fabsf,
-                          log1pf)
-CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_exp_d, fabs,
-                          log1p)
+
+/* The sigmoid/tanh cell with peepholes, clip and input_forget: two fused passes
+ * per block, as the plain cell's, with its inlined helpers (no per-block call).
+ * Same arguments as CYLSTM_VARIANT_PASSES below. */
+#define CYLSTM_SIGMOID_TANH_PASSES(real, sigmoid, tanh_, m, b_i, b_f, b_g, b_o, p_i, p_f, p_o) \
+    for (ptrdiff_t k = 0; k < (m); ++k) {                                                \
+        z_i[k] = CYLSTM_CLIP(gate_i[k] + (b_i) + (p_i) * c_k[k], bound);                 \
+        z_f[k] = CYLSTM_CLIP(gate_f[k] + (b_f) + (p_f) * c_k[k], bound);                 \
+        z_g[k] = CYLSTM_CLIP(gate_g[k] + (b_g), bound);                                  \
+        y[0][k] = sigmoid(z_i[k]);                                                       \
+        y[1][k] = coupled ? 1 - y[0][k] : sigmoid(z_f[k]);                               \
+        y[2][k] = tanh_(z_g[k]);                                                         \
+    }                                                                                    \
+    for (ptrdiff_t k = 0; k < (m); ++k) {                                                \
+        const real c_new = CYLSTM_C_NEW(y[0][k], y[1][k], y[2][k], c_k[k]);              \
+        c_k[k] = c_new;                                                                  \
+        z_o[k] = CYLSTM_CLIP(gate_o[k] + (b_o) + (p_o) * c_new, bound);                  \
+        h_k[k] = sigmoid(z_o[k]) * tanh_(c_new);                                         \
+    }
 
 /* The forward passes over m elements: gate_x, z_x, y_x, c_k, h_k point at the
  * block; bias and peephole terms are expressions in k (the row layout, where
@@ -189,7 +213,7 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
         z_g[k] = CYLSTM_CLIP(gate_g[k] + (b_g), bound);                                  \
     }                                                                                    \
     cylstm_activate_##SUFFIX(v->code[0], a_f, b_f_, (m), z_i, y[0]);                     \
-    if (v->input_forget)                                                                 \
+    if (coupled)                                                                         \
         for (ptrdiff_t k = 0; k < (m); ++k) y[1][k] = 1 - y[0][k];                       \
     else                                                                                 \
         cylstm_activate_##SUFFIX(v->code[0], a_f, b_f_, (m), z_f, y[1]);                 \
@@ -212,7 +236,10 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
     const real a_g = (real) v->alpha[1], b_g_ = (real) v->beta[1];                       \
     const real a_h = (real) v->alpha[2], b_h_ = (real) v->beta[2];                       \
     CYLSTM_ALIGN64 real local[4][CYLSTM_BLOCK];                                          \
-    CYLSTM_ALIGN64 real y[4][CYLSTM_BLOCK];
+    CYLSTM_ALIGN64 real y[4][CYLSTM_BLOCK];                                              \
+    const int coupled = v->input_forget;                                                 \
+    const int sigmoid_tanh = v->code[0] == CYLSTM_SIGMOID && v->code[1] == CYLSTM_TANH    \
+                             && v->code[2] == CYLSTM_TANH;
 
 /* variant_cell, variant_cell_columns: as _gates.h's cell and cell_columns (same
  *   arguments, plus the options v), except that `act`, if not NULL, receives
@@ -220,7 +247,7 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
  * variant_cell_output: m = o * H(c) from kept z and c (the unprojected h).
  * variant_cell_backward: as cell_backward, from kept z (overwritten with
  *   dL/dz, zero where z was clipped); grad_peephole (3H) is ADDED to. */
-#define CYLSTM_DEFINE_VARIANT_CELLS(SUFFIX, DT, real, abs_, TARGET)                          \
+#define CYLSTM_DEFINE_VARIANT_CELLS(SUFFIX, real, abs_, sigmoid, tanh_, TARGET)         \
     TARGET                                                                               \
     static void cylstm_variant_cell_##SUFFIX(                                            \
         ptrdiff_t H, const cylstm_variant *v, const real *restrict gates,               \
@@ -237,9 +264,16 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
             real *restrict z_g = act ? z_f + H : local[2];                               \
             real *restrict z_o = act ? z_g + H : local[3];                               \
             real *restrict c_k = c + j0, *restrict h_k = h + j0;                         \
-            CYLSTM_VARIANT_PASSES(DT, real, m, bias_j[k], bias_j[H + k],             \
-                                  bias_j[2 * H + k], bias_j[3 * H + k], peep_j[k],       \
-                                  peep_j[H + k], peep_j[2 * H + k])                      \
+            if (sigmoid_tanh) {                                                          \
+                CYLSTM_SIGMOID_TANH_PASSES(real, sigmoid, tanh_, m, bias_j[k],           \
+                                           bias_j[H + k], bias_j[2 * H + k],             \
+                                           bias_j[3 * H + k], peep_j[k], peep_j[H + k],  \
+                                           peep_j[2 * H + k])                            \
+            } else {                                                                     \
+                CYLSTM_VARIANT_PASSES(SUFFIX, real, m, bias_j[k], bias_j[H + k],         \
+                                      bias_j[2 * H + k], bias_j[3 * H + k], peep_j[k],   \
+                                      peep_j[H + k], peep_j[2 * H + k])                  \
+            }                                                                            \
         }                                                                                \
     }                                                                                    \
                                                                                          \
@@ -266,8 +300,13 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
                 real *restrict z_o = act ? z_g + H * ld_state : local[3];                \
                 real *restrict c_k = c + j * ld_state + p0;                              \
                 real *restrict h_k = h + j * ld_state + p0;                              \
-                CYLSTM_VARIANT_PASSES(DT, real, m, bias_i, bias_f, bias_g, bias_o,   \
-                                      peep_i, peep_f, peep_o)                            \
+                if (sigmoid_tanh) {                                                      \
+                    CYLSTM_SIGMOID_TANH_PASSES(real, sigmoid, tanh_, m, bias_i, bias_f,  \
+                                               bias_g, bias_o, peep_i, peep_f, peep_o)   \
+                } else {                                                                 \
+                    CYLSTM_VARIANT_PASSES(SUFFIX, real, m, bias_i, bias_f, bias_g,       \
+                                          bias_o, peep_i, peep_f, peep_o)                \
+                }                                                                        \
             }                                                                            \
         }                                                                                \
     }                                                                                    \
@@ -281,9 +320,9 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
         CYLSTM_ALIGN64 real hc[CYLSTM_BLOCK];                                            \
         for (ptrdiff_t j0 = 0; j0 < H; j0 += CYLSTM_BLOCK) {                             \
             const ptrdiff_t m = H - j0 < CYLSTM_BLOCK ? H - j0 : CYLSTM_BLOCK;           \
-            cylstm_activate_##DT(v->code[0], (real) v->alpha[0], (real) v->beta[0],  \
+            cylstm_activate_##SUFFIX(v->code[0], (real) v->alpha[0], (real) v->beta[0],  \
                                      m, act + 3 * H + j0, o);                            \
-            cylstm_activate_##DT(v->code[2], (real) v->alpha[2], (real) v->beta[2],  \
+            cylstm_activate_##SUFFIX(v->code[2], (real) v->alpha[2], (real) v->beta[2],  \
                                      m, c + j0, hc);                                     \
             for (ptrdiff_t k = 0; k < m; ++k)                                            \
                 out[j0 + k] = o[k] * hc[k];                                              \
@@ -300,25 +339,26 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
         CYLSTM_ALIGN64 real dy[5][CYLSTM_BLOCK];                                         \
         real *restrict hc = local[0];                                                    \
         /* f = 1 - i: dL/di gains -dL/df, and z_f gets no gradient */                    \
-        const real coupled = v->input_forget ? 1 : 0;                                    \
+        const real tied = coupled ? 1 : 0;                                               \
+        (void) sigmoid_tanh; /* the backward pass runs one path */                       \
         for (ptrdiff_t j0 = 0; j0 < H; j0 += CYLSTM_BLOCK) {                             \
             const ptrdiff_t m = H - j0 < CYLSTM_BLOCK ? H - j0 : CYLSTM_BLOCK;           \
             real *restrict z_i = act + j0, *restrict z_f = z_i + H;                      \
             real *restrict z_g = z_f + H, *restrict z_o = z_g + H;                       \
             const real *restrict peep_j = peep + j0;                                     \
             real *restrict gp = grad_peephole + j0;                                      \
-            cylstm_activate_grad_##DT(v->code[0], a_f, b_f_, m, z_i, y[0], dy[0]);   \
-            if (v->input_forget) {                                                       \
+            cylstm_activate_grad_##SUFFIX(v->code[0], a_f, b_f_, m, z_i, y[0], dy[0]);   \
+            if (coupled) {                                                               \
                 for (ptrdiff_t k = 0; k < m; ++k) {                                      \
                     y[1][k] = 1 - y[0][k];                                               \
                     dy[1][k] = 0;                                                        \
                 }                                                                        \
             } else {                                                                     \
-                cylstm_activate_grad_##DT(v->code[0], a_f, b_f_, m, z_f, y[1], dy[1]); \
+                cylstm_activate_grad_##SUFFIX(v->code[0], a_f, b_f_, m, z_f, y[1], dy[1]); \
             }                                                                            \
-            cylstm_activate_grad_##DT(v->code[1], a_g, b_g_, m, z_g, y[2], dy[2]);   \
-            cylstm_activate_grad_##DT(v->code[0], a_f, b_f_, m, z_o, y[3], dy[3]);   \
-            cylstm_activate_grad_##DT(v->code[2], a_h, b_h_, m, c + j0, hc, dy[4]);  \
+            cylstm_activate_grad_##SUFFIX(v->code[1], a_g, b_g_, m, z_g, y[2], dy[2]);   \
+            cylstm_activate_grad_##SUFFIX(v->code[0], a_f, b_f_, m, z_o, y[3], dy[3]);   \
+            cylstm_activate_grad_##SUFFIX(v->code[2], a_h, b_h_, m, c + j0, hc, dy[4]);  \
             for (ptrdiff_t k = 0; k < m; ++k) {                                          \
                 const real dh_k = dh[j0 + k], c_old = c_prev[j0 + k];                    \
                 /* a clipped z is exactly +-bound: its gradient is zero */               \
@@ -326,7 +366,7 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
                 const real dc_k = dc[j0 + k] + dh_k * y[3][k] * dy[4][k]                 \
                                   + d_o * peep_j[2 * H + k];                             \
                 const real d_if = dc_k * c_old; /* dL/df */                              \
-                const real d_i = (dc_k * y[2][k] - coupled * d_if) * dy[0][k];           \
+                const real d_i = (dc_k * y[2][k] - tied * d_if) * dy[0][k];              \
                 const real d_f = d_if * dy[1][k];                                        \
                 const real d_g = dc_k * y[0][k] * dy[2][k];                              \
                 const real dz_i = abs_(z_i[k]) < bound ? d_i : 0;                        \
@@ -359,16 +399,22 @@ CYLSTM_DEFINE_ACTIVATIONS(f64, double, cylstm_sigmoid_d, cylstm_tanh_d, cylstm_e
 CYLSTM_DECLARE_VARIANT_MATH(f32, float)
 CYLSTM_DECLARE_VARIANT_MATH(f64, double)
 
-/* One SIMD path of the variant cells; cylstm_variant_maths[k] is compiled for
- * the instruction set of _gates.h's cylstm_gate_maths[k]. */
+/* One SIMD path of the variant cells: cylstm_variant_maths[k] is compiled for
+ * the instruction set of _gates.h's cylstm_gate_maths[k], activations included. */
 typedef struct {
     cylstm_variant_math_f32 f32;
     cylstm_variant_math_f64 f64;
 } cylstm_variant_math;
 
 #define CYLSTM_DEFINE_VARIANT_PATH(ISA, TARGET)                                          \
-    CYLSTM_DEFINE_VARIANT_CELLS(f32_##ISA, f32, float, fabsf, TARGET)                         \
-    CYLSTM_DEFINE_VARIANT_CELLS(f64_##ISA, f64, double, fabs, TARGET)
+    CYLSTM_DEFINE_ACTIVATIONS(f32_##ISA, float, cylstm_sigmoid_f, cylstm_tanh_f,         \
+                              cylstm_exp_f, fabsf, log1pf, TARGET)                       \
+    CYLSTM_DEFINE_ACTIVATIONS(f64_##ISA, double, cylstm_sigmoid_d, cylstm_tanh_d,        \
+                              cylstm_exp_d, fabs, log1p, TARGET)                         \
+    CYLSTM_DEFINE_VARIANT_CELLS(f32_##ISA, float, fabsf, cylstm_sigmoid_f, cylstm_tanh_f, \
+                                TARGET)                                                  \
+    CYLSTM_DEFINE_VARIANT_CELLS(f64_##ISA, double, fabs, cylstm_sigmoid_d, cylstm_tanh_d, \
+                                TARGET)
 #define CYLSTM_VARIANT_ENTRY_OF(SUFFIX)                                                  \
     {cylstm_variant_cell_##SUFFIX, cylstm_variant_cell_columns_##SUFFIX,                 \
      cylstm_variant_cell_output_##SUFFIX, cylstm_variant_cell_backward_##SUFFIX}

@@ -2,7 +2,7 @@
 # shapes). Each kernel is fused over float32 and float64: every array of one
 # call has the same dtype, which _F says. The arrays may be any buffer; cylstm
 # passes ndarrays. Keep this in step with the `def` entries of the .pyx.
-from typing import Optional, Tuple, TypeVar
+from typing import Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -42,6 +42,10 @@ def forward_layer(
     strategy: Optional[str] = None,
     chunk_bytes: Optional[int] = None,
     simd: Optional[str] = None,
+    peephole: Optional[NDArray[_F]] = None,
+    clip: Optional[float] = None,
+    input_forget: bool = False,
+    activations: Optional[Sequence[Tuple[str, float, float]]] = None,
     _gate_math: bool = True,
 ) -> None: ...
 def backward_layer(
@@ -68,5 +72,10 @@ def backward_layer(
     lengths: Optional[ArrayLike] = None,
     reverse: bool = False,
     h_mask: Optional[NDArray[_F]] = None,
+    peephole: Optional[NDArray[_F]] = None,
+    grad_peephole: Optional[NDArray[_F]] = None,
+    clip: Optional[float] = None,
+    input_forget: bool = False,
+    activations: Optional[Sequence[Tuple[str, float, float]]] = None,
     simd: Optional[str] = None,
 ) -> None: ...

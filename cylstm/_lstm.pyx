@@ -261,27 +261,27 @@ cdef inline void any_cell_backward(const cylstm_gate_math *math, const cylstm_va
 
 
 # Activation codes of cylstm/_cell_variants.h, by cylstm/_params.py's names.
-ACTIVATION_CODES = {
+_ACTIVATION_CODES = {
     "sigmoid": 0, "tanh": 1, "relu": 2, "affine": 3, "leaky_relu": 4, "thresholded_relu": 5,
     "scaled_tanh": 6, "hard_sigmoid": 7, "elu": 8, "softsign": 9, "softplus": 10}
-PLAIN_ACTIVATIONS = (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0))
+_PLAIN_ACTIVATIONS = (("sigmoid", 0.0, 0.0), ("tanh", 0.0, 0.0), ("tanh", 0.0, 0.0))
 
 
 cdef bint _set_variant(cylstm_variant *variant, peephole, clip, bint input_forget,
                        activations) except -1:
     """Fill `variant` from the keyword arguments; False for the plain cell."""
-    activations = PLAIN_ACTIVATIONS if activations is None else tuple(
+    activations = _PLAIN_ACTIVATIONS if activations is None else tuple(
         (str(name), float(alpha), float(beta)) for name, alpha, beta in activations)
-    if len(activations) != 3 or any(name not in ACTIVATION_CODES for name, _, _ in activations):
-        raise ValueError(f"activations must be 3 (name, alpha, beta) of {list(ACTIVATION_CODES)}, "
-                         f"got {activations!r}")
+    if len(activations) != 3 or any(name not in _ACTIVATION_CODES for name, _, _ in activations):
+        raise ValueError(f"activations must be 3 (name, alpha, beta) of "
+                         f"{list(_ACTIVATION_CODES)}, got {activations!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be None or positive, got {clip!r}")
     if (peephole is None and clip is None and not input_forget
-            and activations == PLAIN_ACTIVATIONS):
+            and activations == _PLAIN_ACTIVATIONS):
         return False
     for k, (name, alpha, beta) in enumerate(activations):
-        variant.code[k] = ACTIVATION_CODES[name]
+        variant.code[k] = _ACTIVATION_CODES[name]
         variant.alpha[k], variant.beta[k] = alpha, beta
     variant.clip = float("inf") if clip is None else clip
     variant.input_forget = input_forget

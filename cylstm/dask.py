@@ -55,7 +55,8 @@ def forward(model, x, hx=None, lengths=None):
     Parameters
     ----------
     model : cylstm.LSTM
-        Any configuration. The graph holds a copy of its weights as they are now.
+        Any configuration but go_backwards. The graph holds a copy of its weights as
+        they are now.
     x : dask array, (T, B, D), (B, T, D) with model.batch_first, or unbatched (T, D)
         Chunked along time and batch in any way (chunks of one step, uneven
         chunks), but not along the features. Converted to the model's dtype.

@@ -8,10 +8,12 @@ backward_layer); this module walks layers and directions.
 
 Memory kept per layer and direction: the gate activations (T x B x 4H; for a
 variant cell the clipped pre-activations, from which backward_layer recomputes
-activations and derivatives) and the cell states (T x B x H), about T x B x 5H values, plus each layer's output
-(T x B x directions x H_out), which the next layer reads anyway, and copies of
-the input, the initial state and the weights, so that changing them before
-`backward` does not change the gradients.
+activations and derivatives) and the cell states (T x B x H), about T x B x 5H
+values, plus each layer's output (T x B x directions x H_out), which the next
+layer reads anyway, and copies of the input, the initial state and the
+weights, so that changing them before `backward` does not change the
+gradients. Every variant trains; gradients are zero where clip bounded a
+pre-activation, and a.e. derivatives are used at the kinks of relu-like ones.
 
 Dropout (training only; a model call never drops): `dropout` multiplies the
 output of every layer but the last by a mask of 0 and 1 / (1 - p) before the

@@ -97,6 +97,57 @@ def test_each_path_forward_and_backward(simd, strategy, proj, with_lengths, reve
                                    dtype == np.float32 else 1e-12, err_msg=name)
 
 
+VARIANTS = [
+    dict(peephole=True, clip=0.9),
+    dict(peephole=True, input_forget=True),
+    dict(activations=(("hard_sigmoid", 0.3, 0.4), ("softsign", 0.0, 0.0),
+                      ("scaled_tanh", 1.5, 0.7))),
+    dict(activations=(("sigmoid", 0.0, 0.0), ("elu", 0.9, 0.0), ("softplus", 0.0, 0.0))),
+]
+
+
+@pytest.mark.parametrize("simd", RUNNABLE)
+@pytest.mark.parametrize("strategy", ["rows", "columns"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_path_runs_the_variant_cells(simd, strategy, variant, dtype):
+    """The variant cells of each path: forward against the float64 reference, the
+    backward (gradients of the pre-activations and the peepholes) against the most
+    portable path's."""
+    rng = np.random.default_rng(5)
+    T, B, D, H = 6, 3, 4, 70
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    w_ih, w_hh = (0.3 * rng.standard_normal((4 * H, n)).astype(dtype) for n in (D, H))
+    bias = (0.5 * rng.standard_normal(4 * H)).astype(dtype)
+    peephole = (0.5 * rng.standard_normal(3 * H)).astype(dtype) \
+        if variant.get("peephole") else None
+    options = {**variant, "peephole": peephole}
+    reference_options = {key: value for key, value in options.items() if key != "peephole"}
+    expected, _, _ = lstm_reference(x, w_ih, w_hh, bias, None, peephole=peephole,
+                                    **reference_options)
+
+    def run(path):
+        h, c, out = np.zeros((B, H), dtype), np.zeros((B, H), dtype), np.zeros((T, B, H), dtype)
+        act, cells = np.zeros((T, B, 4 * H), dtype), np.zeros((T, B, H), dtype)
+        _lstm.forward_layer(x, w_ih, w_hh, bias, h, c, out, keep_act=act, keep_c=cells,
+                            strategy=strategy, simd=path, **options)
+        grads = [np.zeros((T, B, D), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype),
+                 np.empty((4 * H, D), dtype), np.empty((4 * H, H), dtype),
+                 np.empty(4 * H, dtype)]
+        grad_peephole = np.zeros(3 * H, dtype) if peephole is not None else None
+        _lstm.backward_layer(x, w_ih, w_hh, np.zeros((B, H), dtype), np.zeros((B, H), dtype),
+                             out, act, cells, np.ones((T, B, H), dtype),
+                             np.zeros((B, H), dtype), np.zeros((B, H), dtype), *grads,
+                             grad_peephole=grad_peephole, simd=path, **options)
+        return out, grads + ([grad_peephole] if peephole is not None else [])
+
+    out, grads = run(simd)
+    np.testing.assert_allclose(out, expected, **tol(dtype))
+    _, portable = run(_lstm.SIMD_PATHS[0])
+    for got, want in zip(grads, portable):
+        np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-11,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 @pytest.mark.parametrize("simd", [path for path in RUNNABLE if path != _lstm.simd_path()])
 def test_each_other_path_runs_the_model_tests(simd):
     """The model, every strategy and option, and training (finite differences, torch's
@@ -108,8 +159,9 @@ def test_each_other_path_runs_the_model_tests(simd):
     assert check.stdout.strip() == simd, check.stderr
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(TESTS / "test_plans.py"), str(TESTS / "test_training.py"), "-k",
-         "every_strategy or finite_differences or torch_autograd"],
+         str(TESTS / "test_plans.py"), str(TESTS / "test_training.py"),
+         str(TESTS / "test_variants.py"), "-k",
+         "every_strategy or finite_differences or torch_autograd or variant"],
         env=env, capture_output=True, text=True, timeout=600, cwd=TESTS.parent.parent)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
