@@ -40,17 +40,6 @@ def run_all(tasks, workers):
             return [future.result() for future in futures]
 
 
-def run_waves(waves, function, workers):
-    """function(*args) for every args of each wave in `waves`, a wave's calls in
-    parallel on `workers` threads, a wave only after the one before it has
-    finished; BLAS single-threaded. The first exception raised is raised here."""
-    with single_threaded_blas():
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for wave in waves:
-                for future in [pool.submit(function, *args) for args in wave]:
-                    future.result()
-
-
 @contextlib.contextmanager
 def single_threaded_blas():
     """BLAS limited to one thread while any caller is inside this context

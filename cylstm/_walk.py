@@ -180,9 +180,7 @@ def forward(config: Config, weights, call: Call, workers=1):
     """
     batch = call.x_time_major.shape[1]
     directions_only = config.bidirectional and workers == 2
-    if workers > 1 and wavefront_pays(config, call.x_time_major.shape):
-        output, h_n, c_n = _forward_wavefront(config, weights, call, workers)
-    elif workers > 1 and batch > 1 and not directions_only:
+    if workers > 1 and batch > 1 and not directions_only:
         output, h_n, c_n = _forward_split(config, weights, call, min(workers, batch))
     else:
         output, h_n, c_n = _forward_whole(config, weights, call.x_time_major, call.h0, call.c0,
@@ -250,66 +248,6 @@ def _forward_split(config, weights, call, workers):
     for rows, (part_output, _, _) in zip(parts, results):
         output_time_major[:, rows] = part_output
     return output, h0, c0
-
-
-# A wavefront runs chunks of at least this many steps, at most this many per
-# layer: more chunks fill the pipeline sooner (two layers in n chunks take
-# n + 1 chunk times instead of 2n), each costs a kernel call and a handoff.
-WAVEFRONT_MIN_STEPS = 8
-WAVEFRONT_CHUNKS = 12
-# Below this batch * hidden size a chunk's work is too small for the handoff.
-WAVEFRONT_MIN_WORK = 2048
-
-
-def wavefront_pays(config: Config, shape) -> bool:
-    """Whether stacked layers should run as a wavefront: unidirectional (a reverse
-    direction needs the layer below to have finished), two or more layers, and
-    enough steps and work per step."""
-    steps, batch = shape[:2]
-    return (config.num_layers > 1 and not config.bidirectional
-            and not config.reverse and not config.go_backwards
-            and steps >= 2 * WAVEFRONT_MIN_STEPS
-            and batch * config.hidden_size >= WAVEFRONT_MIN_WORK)
-
-
-def _forward_wavefront(config, weights, call, workers):
-    """Stacked layers on several threads over time chunks: while layer l runs chunk
-    k + 1, layer l + 1 runs chunk k (the wavefront that cuDNN and oneDNN use for
-    stacked RNNs). Each layer carries its state from chunk to chunk, so the numbers
-    are one call's, up to the rounding of the input projection's smaller gemms."""
-    x, lengths = call.x_time_major, call.lengths
-    steps, batch = x.shape[:2]
-    chunks = max(1, min(WAVEFRONT_CHUNKS, steps // WAVEFRONT_MIN_STEPS))
-    bounds = [steps * chunk // chunks for chunk in range(chunks + 1)]
-    h_n, c_n = np.array(call.h0, order="C"), np.array(call.c0, order="C")
-    layers = len(weights)
-    outputs = [new_output(steps, batch, config.output_size, config.dtype,
-                          call.batch_first and layer == layers - 1, lengths is not None)
-               for layer in range(layers)]
-    inputs = [kernel_input(x)] + [time_major for _, time_major in outputs[:-1]]
-
-    def run_chunk(layer, chunk):
-        first, stop = bounds[chunk], bounds[chunk + 1]
-        w_ih, w_hh, bias, bias_hh, w_hr, peephole = weights[layer][0]
-        layer_input = inputs[layer][first:stop]
-        options = _plan.kernel_options(config.dtype, stop - first, batch,
-                                       layer_input.shape[2], config.hidden_size,
-                                       config.proj_size, workers)
-        chunk_lengths = None if lengths is None else np.clip(lengths - first, 0, stop - first)
-        _lstm.forward_layer(layer_input, w_ih, w_hh, bias, h_n[layer], c_n[layer],
-                            outputs[layer][1][first:stop], w_hr=w_hr, bias_hh=bias_hh,
-                            lengths=chunk_lengths, **options,
-                            **cell_options(config, 0, peephole))
-
-    # Diagonal d holds the chunks d - l of every layer l: independent of each other.
-    diagonals = [[(layer, diagonal - layer) for layer in range(layers)
-                  if 0 <= diagonal - layer < chunks]
-                 for diagonal in range(chunks + layers - 1)]
-    _parallel.run_waves(diagonals, run_chunk, min(workers, layers))
-    output, output_time_major = outputs[-1]
-    if lengths is not None and config.padding == "carry":
-        carry_last_valid(output_time_major, lengths)
-    return output, h_n, c_n
 
 
 def walk(config: Config, weights, x_time_major, h, c, lengths=None, *, batch_first=False,

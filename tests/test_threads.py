@@ -164,58 +164,6 @@ def test_num_threads_runs_the_directions_side_by_side(dtype, batch, workers):
         np.testing.assert_array_equal(a, b)  # the very same kernel calls
 
 
-@pytest.mark.parametrize("layers, proj", [(2, 0), (3, 5)])
-@pytest.mark.parametrize("batch_first", [False, True])
-@pytest.mark.parametrize("padding, with_lengths", [("zeros", False), ("zeros", True),
-                                                   ("carry", True)])
-def test_num_threads_runs_stacked_layers_as_a_wavefront(dtype, layers, proj, batch_first,
-                                                        padding, with_lengths, monkeypatch):
-    """Unidirectional stacked layers on two threads run over time chunks, layer l + 1 one
-    chunk behind layer l: one thread's numbers up to rounding."""
-    pytest.importorskip("threadpoolctl")
-    from cylstm import _walk
-
-    chunks = []
-    run_chunk_calls = _walk._lstm.forward_layer
-
-    def counting(*args, **kwargs):
-        chunks.append(args[0].shape[0])
-        return run_chunk_calls(*args, **kwargs)
-
-    rng = np.random.default_rng(layers)
-    T, B, D, H = 41, 33, 6, 64  # 41 steps: chunks of 8 and 9, a row longer than the rest
-    model = cylstm.LSTM(D, H, layers, proj_size=proj, batch_first=batch_first,
-                        padding=padding, dtype=dtype, seed=1)
-    assert _walk.wavefront_pays(model._config, (T, B))
-    x = rng.standard_normal((B, T, D) if batch_first else (T, B, D)).astype(dtype)
-    hx = (0.5 * rng.standard_normal((layers, B, proj or H)).astype(dtype),
-          0.5 * rng.standard_normal((layers, B, H)).astype(dtype))
-    lengths = rng.integers(1, T + 1, size=B) if with_lengths else None
-    if with_lengths:
-        lengths[0] = T
-    expected = model(x, hx, lengths)
-    model.num_threads = 2
-    monkeypatch.setattr(_walk._lstm, "forward_layer", counting)
-    got = model(x, hx, lengths)
-    assert len(chunks) == layers * 5 and sum(chunks) == layers * T
-    tolerance = 2e-6 if dtype == np.float32 else 1e-13
-    for a, b in zip((got[0], *got[1]), (expected[0], *expected[1])):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance)
-
-
-def test_a_wavefront_only_where_it_pays():
-    from cylstm import _walk
-
-    def pays(T, B, H, layers=2, **options):
-        return _walk.wavefront_pays(cylstm.LSTM(4, H, layers, **options)._config, (T, B))
-    assert pays(100, 32, 256)
-    assert not pays(100, 32, 256, layers=1)
-    assert not pays(100, 32, 256, bidirectional=True)  # the directions run side by side
-    assert not pays(10, 32, 256)  # too few steps to pipeline
-    assert not pays(1000, 1, 64)  # too little work per step for the handoffs
-
-
 @pytest.mark.parametrize("value", [0, -1, 1.5, "2"])
 def test_num_threads_must_be_a_positive_int(value):
     with pytest.raises((TypeError, ValueError), match="num_threads"):
