@@ -121,8 +121,10 @@ def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
     Notes
     -----
     Weights are copied: later changes to the layer do not reach the model.
-    `stateful`, `dropout`, `recurrent_dropout`, `unroll`, `return_sequences`
-    and `return_state` change no weight and are accepted (dropout acts only in
+    `recurrent_dropout` is kept for `forward_train` (cylstm draws one mask on h
+    for the four gates, Keras one per gate). `stateful`, `dropout` (on the
+    input x, which cylstm does not drop), `unroll`, `return_sequences` and
+    `return_state` change no weight and are accepted (dropout acts only in
     training; a stateful layer's carried state is passed as `hx`).
 
     Examples
@@ -152,6 +154,9 @@ def parts_from_keras(layer: Any, dtype: Optional[DTypeLike] = None,
     }
     if len(halves) == 1 and _setting(layer, "go_backwards", False):
         config["go_backwards"] = True
+    recurrent_dropout = _recurrent_dropout(halves)
+    if recurrent_dropout:
+        config["recurrent_dropout"] = recurrent_dropout
     if any(triple != _activations_of_plain_lstm() for triple in activations):
         config["activations"] = activations
     state = {}
@@ -312,6 +317,14 @@ def _common_shape(halves, weights):
             f"the two halves of the Bidirectional differ ({described}); cylstm's "
             "directions share input_size, hidden_size and bias")
     return shapes[0]
+
+
+def _recurrent_dropout(halves):
+    """The layer's recurrent_dropout rate (the halves of a Bidirectional must agree)."""
+    rates = {float(_setting(layer, "recurrent_dropout", 0.0) or 0.0) for _, layer in halves}
+    if len(rates) != 1:
+        raise NotImplementedError("the halves of the Bidirectional differ in recurrent_dropout")
+    return rates.pop()
 
 
 def _common_setting(halves, name, default):

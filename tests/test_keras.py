@@ -44,7 +44,7 @@ class StandInLSTM:
 
     def __init__(self, weights, units, use_bias=True, activation="tanh",
                  recurrent_activation="sigmoid", go_backwards=False,
-                 zero_output_for_mask=False):
+                 zero_output_for_mask=False, dropout=0.0, recurrent_dropout=0.0):
         self._weights = [np.array(w) for w in weights]
         self.units = units
         self.use_bias = use_bias
@@ -52,6 +52,7 @@ class StandInLSTM:
         self.recurrent_activation = recurrent_activation
         self.go_backwards = go_backwards
         self.zero_output_for_mask = zero_output_for_mask
+        self.dropout, self.recurrent_dropout = dropout, recurrent_dropout
 
     def get_weights(self):
         return [w.copy() for w in self._weights]

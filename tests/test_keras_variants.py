@@ -183,3 +183,19 @@ def test_unit_forget_bias_comes_with_the_weights(keras):
                                   np.repeat([[0.0], [1.0], [0.0], [0.0]], H, axis=1))
     x = inputs(4)
     assert_all_close(reference_of(cylstm.LSTM.from_keras(layer), x), run_keras(keras, layer, x))
+
+
+def test_recurrent_dropout_is_kept_for_training():
+    """A Keras layer's recurrent_dropout reaches the configuration (training only: the
+    call's output is the same with and without it); dropout on x has no cylstm form."""
+    config, _ = parts_from_keras(stand_in(recurrent_dropout=0.25, dropout=0.5))
+    assert config["recurrent_dropout"] == 0.25 and "dropout" not in config
+    plain_config, state = parts_from_keras(stand_in())
+    assert "recurrent_dropout" not in plain_config
+    model = cylstm.LSTM._from_parts(config, state)
+    plain = cylstm.LSTM._from_parts(plain_config, state)
+    x = np.random.default_rng(1).standard_normal((B, T, D)).astype(np.float32)
+    np.testing.assert_array_equal(model(x)[0], plain(x)[0])
+    _, _, backward = model.forward_train(x, rng=0)
+    mask = backward.masks["recurrent_l0"]
+    assert mask.shape == (B, H) and set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
