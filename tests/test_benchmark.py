@@ -227,6 +227,21 @@ def test_tiny_real_sections():
     assert np.isfinite([row["median_ms"] for row in rows.values()]).all()
 
 
+def test_tiny_real_cells_section():
+    """The variant cells' section: the plain model beside peepholes and rare activations on
+    the same weights, each a real time, and each variant's output its own model's."""
+    result = bench.run(configs={"k": ("cells", (5, 2, 3, 4))}, threads=(1,), quick=True,
+                       impls=["cylstm", "peepholes", "activations"], repeats=2, settle=0)
+    rows = {row["impl"]: row for row in result["rows"]}
+    assert set(rows) == {"cylstm", "peepholes", "activations"}
+    assert all(row["median_ms"] > 0 for row in rows.values())
+    case = bench.configs.CellsCase(5, 2, 3, 4)
+    assert case.peephole_model.peepholes and case.peephole_model.clip == 3.0
+    np.testing.assert_array_equal(case.peephole_model.weight_ih_l0, case.model.weight_ih_l0)
+    assert case.activation_model.activations[0][0].name == "hard_sigmoid"
+    assert "cy/peep" in bench.format_table(result)
+
+
 def test_goals_option_on_a_saved_result(tmp_path, capsys):
     path = tmp_path / "result.json"
     fine = fake_result()

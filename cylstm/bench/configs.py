@@ -34,10 +34,12 @@ EXTRA_CONFIGS = {
     "train-c": ("training", (100, 32, 128, 256)),
     "train-s": ("training", (50, 32, 64, 128)),
     "stream": ("stream", (100, 1, 32, 64)),
+    "cells-a": ("cells", (1000, 1, 32, 64)),
+    "cells-c": ("cells", (100, 32, 128, 256)),
 }
 
 #: The sections a config may name in a mapping given to ``run(configs=...)``.
-SECTION_NAMES = ("forward", "bidirectional", "lengths", "training", "stream")
+SECTION_NAMES = ("forward", "bidirectional", "lengths", "training", "stream", "cells")
 
 
 def _model(D, H, seed, **options):
@@ -125,9 +127,31 @@ class TrainCase(Case):
         self.model = _model(D, H, seed)
 
 
+class CellsCase(Case):
+    """One layer with the plain cell, and the same weights in the variant cells: peepholes
+    with clip (sigmoid, tanh), and rare activations (hard_sigmoid, softsign)."""
+
+    def __init__(self, T, B, D, H, seed=0):
+        super().__init__(T, B, D, H, seed)
+        weights = self.model.state_dict()
+        peepholes = np.random.default_rng(seed + 1).uniform(-0.3, 0.3, 3 * H).astype(DTYPE)
+        self.peephole_model = _variant(D, H, {**weights, "weight_peephole_l0": peepholes},
+                                       peepholes=True, clip=3.0)
+        self.activation_model = _variant(
+            D, H, weights, activations=("hard_sigmoid", "softsign", "softsign"))
+
+
+def _variant(D, H, weights, **options):
+    from .. import LSTM
+
+    model = LSTM(D, H, dtype=DTYPE, **options)
+    model.load_state_dict(weights)
+    return model
+
+
 #: section -> the case class of its cells.
 CASES = {"forward": Case, "bidirectional": BidirCase, "lengths": LengthsCase,
-         "training": TrainCase, "stream": StreamCase}
+         "training": TrainCase, "stream": StreamCase, "cells": CellsCase}
 
 
 def parse_list(value, kind):

@@ -159,6 +159,43 @@ def build_onnxruntime(case, threads, lengths=None):
     return call
 
 
+# -- section "cells": the plain cell beside the variant cells (peepholes, activations)
+
+
+def build_peepholes(case, threads):
+    """The case's weights in the peephole cell with clip."""
+    return _variant_call(case.peephole_model, case, threads)
+
+
+def build_activations(case, threads):
+    """The case's weights with hard_sigmoid gates and softsign candidate and output."""
+    return _variant_call(case.activation_model, case, threads)
+
+
+def build_peepholes_onnxruntime(case, threads):
+    """ONNX Runtime running the peephole model's export (its LSTM with P and clip)."""
+    import onnxruntime  # noqa: F401  (ImportError before the model is exported)
+
+    proto = case.peephole_model.to_onnx(sequence_lens=False)
+    session = _ort_session(proto.SerializeToString(), threads)
+    feed = {"X": case.x}
+
+    def call():
+        return session.run(["Y"], feed)[0]
+
+    return call
+
+
+def _variant_call(model, case, threads):
+    model.num_threads = threads if threads > 1 and case.split_threads else None
+    x = case.x
+
+    def call():
+        return model(x)[0]
+
+    return call
+
+
 # -- section "lengths": cylstm with lengths=, torch packing, ONNX Runtime's sequence_lens
 
 

@@ -13,10 +13,11 @@ IMPLS = ("cylstm", "kernel", "floor", "numpy", "torch", "onnxruntime")
 
 #: Implementations that only the sections have: ``padded`` is cylstm on the full padded batch,
 #: without ``lengths`` (section ``lengths``).
-EXTRA_IMPLS = ("padded",)
+EXTRA_IMPLS = ("padded", "peepholes", "activations", "peepholes-ort")
 
 #: Short names in table headers.
-SHORT = {"onnxruntime": "ort"}
+SHORT = {"onnxruntime": "ort", "peepholes": "peep", "activations": "acts",
+         "peepholes-ort": "peep-ort"}
 
 
 class Section:
@@ -88,4 +89,13 @@ SECTIONS = {
         "microseconds per step over every call; T = steps per block)",
         {"cylstm": impl.build_stream_cylstm, "torch": impl.build_stream_torch},
         ("torch",), unit="us", threads=(1,), repeat_scale=20),
+    "cells": Section(
+        "cells", "the cell's variants, one layer (median ms per call; cylstm = the plain cell; "
+        "peep = peepholes and clip, acts = hard_sigmoid and softsign, same weights; peep-ort = "
+        "ONNX Runtime on the peephole model's to_onnx(); cy/X below 1: X costs more)",
+        {"cylstm": impl.build_cylstm, "peepholes": impl.build_peepholes,
+         "activations": impl.build_activations,
+         "peepholes-ort": impl.build_peepholes_onnxruntime},
+        ("peepholes", "activations"),
+        unchecked={"peepholes", "activations", "peepholes-ort"}),
 }
