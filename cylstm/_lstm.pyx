@@ -91,8 +91,8 @@ cdef enum:
     GATE_CHUNK_BYTES = 512 * 1024
     MIN_GEMM_ROWS = 256
     # Bytes of the weight gradients' operand [x | h_prev | 1] per gemm in the
-    # backward pass: bounded scratch for any T.
-    WEIGHT_CHUNK_BYTES = 1024 * 1024
+    # backward pass: bounded scratch for any T (128 KiB to all of it ran alike).
+    WEIGHT_CHUNK_BYTES = 256 * 1024
     # Steps from which a batch-1 call pays for transposing w_hh (see below):
     # the copy costs about as much as 50-60 steps save.
     TRANSPOSE_MIN_STEPS = 128
