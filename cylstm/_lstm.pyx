@@ -902,16 +902,16 @@ def backward_layer(const floating[:, :, ::1] x,
             and _aligned(&grad_out[0, 0, 0] if grad_out.size else NULL, itemsize)):
         raise ValueError("x, out and grad_out must be aligned, with strides that are "
                          "non-negative multiples of the item size")
-    np.asarray(grad_w_ih)[...] = 0
-    np.asarray(grad_w_hh)[...] = 0
-    np.asarray(grad_bias)[...] = 0
     if projected:
         np.asarray(grad_w_hr)[...] = 0
     if grad_peephole is not None:
         np.asarray(grad_peephole)[...] = 0
     np.asarray(grad_h0)[...] = grad_h_n
     np.asarray(grad_c0)[...] = grad_c_n
-    if T == 0 or B == 0 or H == 0:
+    if T == 0 or B == 0 or H == 0:  # else the last gemm writes them
+        np.asarray(grad_w_ih)[...] = 0
+        np.asarray(grad_w_hh)[...] = 0
+        np.asarray(grad_bias)[...] = 0
         return
     if T * B > INT_MAX or G > INT_MAX or D > INT_MAX:
         raise ValueError(f"T * B = {T * B} or a layer size exceeds the 32-bit BLAS limit")
@@ -959,7 +959,7 @@ def backward_layer(const floating[:, :, ::1] x,
     cdef floating *w_hh_t = NULL
     cdef floating *dh_cols = NULL
     if columns:
-        w_hh_t_view = np.ascontiguousarray(np.asarray(w_hh).T)
+        w_hh_t_view = aligned_copy(np.asarray(w_hh).T, dtype)
         dh_cols_view = np.empty((P, B), dtype=dtype)
         w_hh_t, dh_cols = &w_hh_t_view[0, 0], &dh_cols_view[0, 0]
     # The weight gradients' operand [x | h_prev | 1], a chunk of (t, b) rows at a
