@@ -782,8 +782,8 @@ cdef inline Py_ssize_t _time(const Walk *walk, Py_ssize_t step, Py_ssize_t p) no
     return (walk.length[p] if walk.length != NULL else walk.T) - 1 - step
 
 
-cdef void _weight_operand(const floating *x, Py_ssize_t D, const floating[:, ::1] h0,
-                          const floating[:, :, :] out, Py_ssize_t P, const floating *mask,
+cdef void _weight_operand(const floating *x, Py_ssize_t D, const floating *h0,
+                          Py_ssize_t h0_ld, Strided out, Py_ssize_t P, const floating *mask,
                           const Py_ssize_t *first_time, bint reverse, Py_ssize_t T,
                           Py_ssize_t B, Py_ssize_t first, Py_ssize_t rows,
                           floating *operand) noexcept nogil:
@@ -801,9 +801,9 @@ cdef void _weight_operand(const floating *x, Py_ssize_t D, const floating[:, ::1
         memcpy(target, x + k * D, D * sizeof(floating))
         previous = t + 1 if reverse else t - 1
         if t == first_time[b]:
-            h = &h0[b, 0]
+            h = h0 + b * h0_ld
         elif 0 <= previous < T and (not reverse or t < first_time[b]):
-            h = &out[previous, b, 0]
+            h = <const floating *> (out.base + previous * out.stride_t + b * out.stride_b)
         else:
             h = NULL
         if h == NULL:
@@ -988,6 +988,7 @@ def backward_layer(const floating[:, :, ::1] x,
 
     cdef Walk walk = Walk(order, length, T, reverse)
     cdef Strided act_arr = Strided(<char *> &act[0, 0, 0], act.strides[0], act.strides[1])
+    cdef Strided out_arr = Strided(<char *> &out[0, 0, 0], out.strides[0], out.strides[1])
     # dh as a Strided of one step: its rows are already in processing order.
     cdef Strided dh_arr = Strided(<char *> &dh[0, 0], 0, P * itemsize)
     cdef Walk in_order = Walk(NULL, NULL, 1, False)
@@ -1062,8 +1063,9 @@ def backward_layer(const floating[:, :, ::1] x,
         for k in range((T * B + chunk_rows - 1) // chunk_rows):
             first = k * chunk_rows
             rows = min(chunk_rows, T * B - first)
-            _weight_operand(&x[0, 0, 0], D, h0, out, P, mask_rows, &first_time[0], reverse,
-                            T, B, first, rows, &operand[0, 0])
+            _weight_operand(&x[0, 0, 0], D, &h0[0, 0], h0.strides[0] // itemsize, out_arr, P,
+                            mask_rows, &first_time[0], reverse, T, B, first, rows,
+                            &operand[0, 0])
             gemm_tn(<int> G, <int> N, <int> rows, 1, &act[0, 0, 0] + first * G, <int> G,
                     &operand[0, 0], <int> N, 0 if first == 0 else 1, &grad_all[0, 0], <int> N)
         for j in range(G):
