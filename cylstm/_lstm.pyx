@@ -975,9 +975,11 @@ def backward_layer(const floating[:, :, ::1] x,
     if reverse:
         first_time = (np.full(B, T, dtype=np.intp) if lengths is None
                       else np.asarray(lengths, dtype=np.intp)) - 1
-    cdef const floating *mask_rows = NULL  # h_mask by batch row
+    cdef const floating[:, ::1] mask_rows_view  # h_mask by batch row, rows contiguous
+    cdef const floating *mask_rows = NULL
     if h_mask is not None:
-        mask_rows = &h_mask[0, 0]
+        mask_rows_view = np.ascontiguousarray(h_mask)
+        mask_rows = &mask_rows_view[0, 0]
     cdef floating[:, ::1] m_view, dm_view
     cdef floating *m = NULL
     cdef floating *dm = &dh[0, 0]
