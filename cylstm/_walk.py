@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _lstm, _parallel, _plan
 from ._params import Config, layer_layout
-from ._validation import as_lengths, as_real_array, check_shape, is_kernel_ready
+from ._validation import aligned_copy, as_lengths, as_real_array, check_shape, is_kernel_ready
 
 
 class Call(NamedTuple):
@@ -142,7 +142,9 @@ def kernel_weights(model, config: Config, directions=None, copy=False):
             params = tuple(None if name is None else getattr(model, name)
                            for name in direction_names)
             if copy:
-                params = tuple(None if value is None else np.array(value) for value in params)
+                # aligned as the kernel wants w_hh: it would copy it again otherwise
+                params = tuple(None if value is None else aligned_copy(value, value.dtype)
+                               for value in params)
             if params[2] is None:  # no biases: the kernel adds zeros
                 params = params[:2] + (np.zeros(params[0].shape[0], config.dtype),) + params[3:]
             per_direction.append(params)

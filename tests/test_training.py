@@ -237,6 +237,17 @@ def test_large_values_finite_differences():
     _check_finite_differences(model, x, hx, None, rng, atol=1e-8)
 
 
+@pytest.mark.parametrize("lengths", [None, np.array([30, 1, 17, 30, 4, 25, 30, 9, 12, 2])])
+def test_finite_differences_over_several_weight_gradient_chunks(lengths):
+    """The weight gradients are one gemm per chunk of (t, b) rows of [x | h_prev | 1] (256
+    rows here: 300 rows, so two chunks); each reversed row starts its own h0 pairing."""
+    rng = np.random.default_rng(13)
+    model = _model(1, True, P, seed=8, input_size=150)
+    x = random_input(rng, model, 30, 10)
+    _check_finite_differences(model, x, random_hx(rng, model, 10), lengths, rng,
+                              max_entries=24)
+
+
 # --- lengths: what padded steps and carried outputs do -------------------------------------
 
 
