@@ -12,7 +12,7 @@ schemes; each (layer, direction) is one call of the compiled kernel
 reads them (it adds bias_hh to bias itself).
 """
 import functools
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -146,7 +146,8 @@ def kernel_weights(model, config: Config, directions=None, copy=False):
                 params = tuple(None if value is None else aligned_copy(value, value.dtype)
                                for value in params)
             if params[2] is None:  # no biases: the kernel adds zeros
-                params = params[:2] + (np.zeros(params[0].shape[0], config.dtype),) + params[3:]
+                gates = 4 * config.hidden_size
+                params = params[:2] + (np.zeros(gates, config.dtype),) + params[3:]
             per_direction.append(params)
         weights.append(per_direction)
     return weights
@@ -334,7 +335,8 @@ def _run_direction(config, direction, layer_input, direction_weights, h, c, out,
 
 # forward_layer's specialisations by dtype character: calling one directly skips
 # Cython's run-time dispatch over the fused type (about 0.35 us a call).
-_FORWARD_LAYER = {"f": _lstm.forward_layer["float"], "d": _lstm.forward_layer["double"]}
+_FUSED: Any = _lstm.forward_layer  # indexed by type name: not in the stub's signature
+_FORWARD_LAYER = {"f": _FUSED["float"], "d": _FUSED["double"]}
 
 
 # -- the cell's variants, per direction ------------------------------------------
