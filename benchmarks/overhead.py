@@ -127,17 +127,6 @@ def _block(worker, group, rounds):
     return dict(zip(group, zip(times, faults)))
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def main(argv=None):
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -165,7 +154,9 @@ def main(argv=None):
     for worker in workers.values():
         worker.stdin.close()
         worker.wait()
-    print(f"{_cpu_model()}, {os.cpu_count()} CPUs, BLAS threads {args.threads}, "
+    from cylstm.bench.machine import cpu_model  # the parent runs this checkout's cylstm
+
+    print(f"{cpu_model()}, {os.cpu_count()} CPUs, BLAS threads {args.threads}, "
           f"{args.rounds} rounds; median us per call (10th percentile: less hit by load) "
           "and minor page faults per call")
     print(f"{'case':<10}" + "".join(f"{name + ' (' + path + ')':>34}"
