@@ -2,7 +2,7 @@
 # shapes). Each kernel is fused over float32 and float64: every array of one
 # call has the same dtype, which _F says. The arrays may be any buffer; cylstm
 # passes ndarrays. Keep this in step with the `def` entries of the .pyx.
-from typing import Optional, Sequence, Tuple, TypeVar
+from typing import Dict, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -18,6 +18,20 @@ STRATEGIES: Tuple[str, ...]
 SIMD_ENVIRONMENT_VARIABLE: str
 # Every SIMD path of the gate math this build has, the most portable first.
 SIMD_PATHS: Tuple[str, ...]
+
+class Race:
+    """One race of strategies inside a kernel call (forward_layer's `race`)."""
+
+    budget_fraction: float
+    drop: float
+    margin: float
+    rounds: int
+    claimed: bool
+    done: bool
+    seconds: Dict[str, float]
+    winner: Optional[str]
+    def __init__(self, budget_fraction: float = ..., drop: float = ..., margin: float = ...,
+                 rounds: int = ...) -> None: ...
 
 def simd_path() -> str: ...
 def simd_paths() -> Tuple[str, ...]: ...
@@ -41,13 +55,14 @@ def forward_layer(
     h_mask: Optional[NDArray[_F]] = None,
     strategy: Optional[str] = None,
     chunk_bytes: Optional[int] = None,
+    race: Optional[Race] = None,
     simd: Optional[str] = None,
     peephole: Optional[NDArray[_F]] = None,
     clip: Optional[float] = None,
     input_forget: bool = False,
     activations: Optional[Sequence[Tuple[str, float, float]]] = None,
     _gate_math: bool = True,
-) -> None: ...
+) -> Optional[str]: ...
 def backward_layer(
     x: NDArray[_F],
     w_ih: NDArray[_F],

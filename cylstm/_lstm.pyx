@@ -335,11 +335,17 @@ cdef inline void matmul_nt(int m, int n, int k, const floating *a,
         gemm_nt(m, n, k, 1, a, k, b, k, beta, c, n)
 
 
-# The ways to run the per-step product gates += h @ w_hh.T (see forward_layer).
-STRATEGIES = ("rows", "rows-gemm", "rows-t", "rows-t-gemm", "columns")
-# strategy -> (columns, transposed w_hh, gemm for one row)
-_STRATEGY_FLAGS = {name: (name == "columns", name.startswith("rows-t"), name.endswith("gemm"))
-                   for name in STRATEGIES}
+# The ways to run the per-step product gates += h @ w_hh.T (see forward_layer),
+# numbered for the C time loop.
+STRATEGIES = ("rows", "rows-gemm", "rows-t", "rows-t-gemm", "columns", "columns-t")
+cdef enum:
+    ROWS, ROWS_GEMM, ROWS_T, ROWS_T_GEMM, COLUMNS, COLUMNS_T
+_STRATEGY_NUMBERS = {name: number for number, name in enumerate(STRATEGIES)}
+
+
+cdef inline bint _transposed(int strategy) noexcept nogil:
+    """Whether `strategy` reads the transposed copy of w_hh."""
+    return strategy == ROWS_T or strategy == ROWS_T_GEMM or strategy == COLUMNS_T
 
 
 def default_strategy(Py_ssize_t steps, Py_ssize_t batch):
@@ -349,6 +355,98 @@ def default_strategy(Py_ssize_t steps, Py_ssize_t batch):
     if batch >= COLUMN_MIN_BATCH:
         return "columns"
     return "rows-t" if steps >= TRANSPOSE_MIN_STEPS else "rows"
+
+
+cdef extern from "_race.h" nogil:
+    ctypedef struct cylstm_race:
+        int count
+        int kinds[8]
+        double best[8]
+        int winner
+    double cylstm_seconds()
+    void cylstm_race_start(cylstm_race *race, int count, const int *kinds, int rounds,
+                           double steps, double budget_fraction, double drop, double margin)
+    int cylstm_race_kind(const cylstm_race *race)
+    void cylstm_race_record(cylstm_race *race, double seconds)
+    void cylstm_race_decide(cylstm_race *race)
+
+
+cdef class Race:
+    """The settings and the outcome of one race of strategies inside a kernel
+    call (forward_layer's `race`; the rules in _race.h). The first call given
+    it races; a call given it again (or at once from another thread) runs its
+    `strategy` unraced. After the race: `seconds`, {strategy: its fastest
+    product in seconds} for every candidate (inf: left untried), and `winner`."""
+
+    cdef readonly double budget_fraction, drop, margin
+    cdef readonly int rounds
+    cdef readonly bint claimed, done
+    cdef readonly dict seconds
+    cdef readonly object winner
+
+    def __init__(self, double budget_fraction=0.03, double drop=2.0, double margin=0.1,
+                 int rounds=4):
+        if not (budget_fraction >= 0 and drop >= 1 and 0 <= margin < 1 and rounds >= 1):
+            raise ValueError(f"bad race settings: budget_fraction {budget_fraction}, "
+                             f"drop {drop}, margin {margin}, rounds {rounds}")
+        self.budget_fraction, self.drop, self.margin = budget_fraction, drop, margin
+        self.rounds = rounds
+        self.claimed = self.done = False
+        self.seconds = {}
+        self.winner = None
+
+    cdef bint claim(self):
+        """True for the first caller only (the GIL makes this atomic)."""
+        if self.claimed:
+            return False
+        self.claimed = True
+        return True
+
+    cdef void finish(self, const cylstm_race *race):
+        self.seconds = {STRATEGIES[race.kinds[i]]: race.best[i] for i in range(race.count)}
+        self.winner = STRATEGIES[race.winner]
+        self.done = True
+
+
+def _simulate_race(rule, Py_ssize_t batch, bint transposed_copy, double steps, Race settings,
+                   trial_seconds):
+    """For tests: run _race.h's rules with trial_seconds(strategy, trial) as the
+    clock's answer for each trial. Returns (winner, [(strategy, seconds), ...])."""
+    cdef cylstm_race race
+    cdef int kinds[8]
+    cylstm_race_start(&race, _race_candidates(_STRATEGY_NUMBERS[rule], batch, transposed_copy,
+                                              kinds),
+                      kinds, settings.rounds, steps, settings.budget_fraction, settings.drop,
+                      settings.margin)
+    trials = []
+    while race.winner < 0:
+        name = STRATEGIES[cylstm_race_kind(&race)]
+        seconds = trial_seconds(name, len(trials))
+        trials.append((name, seconds))
+        cylstm_race_record(&race, seconds)
+    return STRATEGIES[race.winner], trials
+
+
+cdef int _race_candidates(int rule, Py_ssize_t batch, bint transposed_copy, int *kinds):
+    """The strategies a race tries, the rule's first; returns how many. One row:
+    every row-layout product and the column layout's (the same gemm, N = 1);
+    the transposed ones only when the call makes the copy anyway. A batch:
+    w_hh or its transposed copy in the rule's layout (the gemv/gemm choice
+    does not exist there)."""
+    cdef int count = 1, k
+    kinds[0] = rule
+    if batch == 1:
+        for k in (ROWS, ROWS_GEMM, ROWS_T, ROWS_T_GEMM, COLUMNS):
+            if k != rule and (transposed_copy or not _transposed(k)):
+                kinds[count] = k
+                count += 1
+    elif rule >= COLUMNS:
+        kinds[count] = COLUMNS_T if rule == COLUMNS else COLUMNS
+        count += 1
+    else:
+        kinds[count] = ROWS_T if rule == ROWS or rule == ROWS_GEMM else ROWS
+        count += 1
+    return count
 
 
 def default_chunk_bytes():
@@ -373,6 +471,7 @@ def forward_layer(const floating[:, :, :] x,
                   const floating[:, ::1] h_mask=None,
                   strategy=None,
                   chunk_bytes=None,
+                  Race race=None,
                   simd=None,
                   peephole=None,
                   clip=None,
@@ -407,11 +506,18 @@ def forward_layer(const floating[:, :, :] x,
     strategy: how the per-step product gates += h @ w_hh.T runs (all give the
     same numbers up to rounding): "rows" (gates a batch row per row; gemv on
     w_hh for one row, else gemm), "rows-gemm" (gemm even for one row),
-    "rows-t" and "rows-t-gemm" (the same on a transposed copy of w_hh), or
+    "rows-t" and "rows-t-gemm" (the same on a transposed copy of w_hh),
     "columns" (gates and state a batch row per column: gemm with the batch as
-    BLAS's M and w_hh as the second operand). chunk_bytes: gate
-    pre-activations per input-projection gemm. None: default_strategy() and
-    default_chunk_bytes(); cylstm/_plan.py chooses per shape and machine.
+    BLAS's M and w_hh as the second operand) or "columns-t" (the same on the
+    transposed copy). chunk_bytes: gate pre-activations per input-projection
+    gemm. None: default_strategy() and default_chunk_bytes();
+    cylstm/_plan.py chooses per shape and machine.
+
+    race, a Race not yet claimed: `strategy` is the rule's, and the call's
+    first steps race it against the other products it could run (one row:
+    every row-layout product and the column layout's; a batch: w_hh or its
+    transposed copy in the strategy's layout), one step each, then run the
+    winner (cylstm/_race.h). Returns the winner's name when it raced, else None.
 
     The cell's variants (ONNX LSTM; cylstm/_cell_variants.h): peephole (3H,)
     p_i, p_f, p_o; clip, a positive bound on every pre-activation;
@@ -462,24 +568,16 @@ def forward_layer(const floating[:, :, :] x,
     if strategy is None:
         strategy = default_strategy(T, B)
     # One dict lookup instead of string tests: this preamble runs at every step of a stream.
-    flags = _STRATEGY_FLAGS.get(strategy) if isinstance(strategy, str) else None
-    if flags is None:
+    number = _STRATEGY_NUMBERS.get(strategy) if isinstance(strategy, str) else None
+    if number is None:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    cdef int kind = number
     cdef Py_ssize_t gate_chunk_bytes = GATE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     if gate_chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be a positive int, got {chunk_bytes!r}")
-    cdef bint columns, transposed, row_gemm
-    columns, transposed, row_gemm = flags
 
-    # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment of
-    # the recurrent weights: read them from a cache-line aligned copy (or a
-    # transposed one, when the strategy says so).
-    cdef const floating[:, ::1] w_hh_aligned = w_hh
-    if transposed:
-        w_hh_aligned = aligned_copy(np.asarray(w_hh).T, dtype)
-    elif <size_t> &w_hh[0, 0] % ALIGNMENT:
-        w_hh_aligned = aligned_copy(w_hh, dtype)
-    cdef const floating *w_hh_ptr = &w_hh_aligned[0, 0]
+    cdef bint transposed = _transposed(kind)
+    cdef bint columns = kind >= COLUMNS
 
     # With lengths, rows run sorted by length, longest first, so the rows still
     # running at any step are a prefix: padded steps cost nothing (PyTorch's
@@ -516,6 +614,30 @@ def forward_layer(const floating[:, :, :] x,
         raise ValueError(
             f"input size {D}, 4 * hidden size {G} or batch size {B} exceeds the "
             f"32-bit BLAS limit {INT_MAX}")
+
+    # The race, if this call runs it (see Race); a single row races in the row layout.
+    cdef cylstm_race race_state
+    cdef cylstm_race *racing = NULL
+    cdef int kinds[8]
+    if race is not None and race.claim():
+        transposed = transposed or B > 1 or longest >= TRANSPOSE_MIN_STEPS
+        columns = columns and B > 1
+        cylstm_race_start(&race_state, _race_candidates(kind, B, transposed, kinds), kinds,
+                          race.rounds, longest, race.budget_fraction, race.drop, race.margin)
+        racing = &race_state
+
+    # Per-step BLAS time at batch 1 varied up to 1.8x with the alignment of
+    # the recurrent weights: read them from a cache-line aligned copy, and a
+    # transposed one when the strategy (or the race) needs it.
+    cdef const floating[:, ::1] w_hh_aligned = w_hh
+    cdef const floating[:, ::1] w_hh_t_aligned
+    cdef const floating *w_hh_t_ptr = NULL
+    if transposed:
+        w_hh_t_aligned = aligned_copy(np.asarray(w_hh).T, dtype)
+        w_hh_t_ptr = &w_hh_t_aligned[0, 0]
+    if (racing != NULL or not transposed) and <size_t> &w_hh[0, 0] % ALIGNMENT:
+        w_hh_aligned = aligned_copy(w_hh, dtype)
+    cdef const floating *w_hh_ptr = &w_hh_aligned[0, 0]
 
     # gates holds a chunk's pre-activations: in the row layout, row s * rows + p
     # is batch row p of step s; in the column layout (G, steps * rows) the same
@@ -601,12 +723,13 @@ def forward_layer(const floating[:, :, :] x,
                 matmul_nt(<int> ld, <int> G, <int> D, x_rows, &w_ih[0, 0], 0, gates_base)
 
             if columns:
-                _steps_columns(&walk, first, steps, rows, H, P, B, w_hh_ptr, w_hr_ptr,
+                _steps_columns(&walk, first, steps, rows, H, P, B, kind, racing, w_hh_ptr,
+                               w_hh_t_ptr, w_hr_ptr,
                                &bias[0], gates_base, h_cols, c_cols, h_cell, act_cols,
                                mask, h_masked, out_arr, act_arr, c_arr, math, variant)
             else:
-                _steps_rows(&walk, first, steps, rows, H, P, transposed, row_gemm,
-                            w_hh_ptr, w_hr_ptr,
+                _steps_rows(&walk, first, steps, rows, H, P, kind, racing, w_hh_ptr,
+                            w_hh_t_ptr, w_hr_ptr,
                             &bias[0], gates_base, &h_sorted[0, 0], &c_sorted[0, 0], h_cell,
                             mask, h_masked, out_arr, act_arr, c_arr, math, variant)
 
@@ -616,6 +739,12 @@ def forward_layer(const floating[:, :, :] x,
     if order != NULL:
         np.asarray(h)[order_view] = h_sorted
         np.asarray(c)[order_view] = c_sorted
+    if racing != NULL:
+        if racing.winner < 0:  # too few steps to finish: the trials so far decide
+            cylstm_race_decide(racing)
+        race.finish(racing)
+        return race.winner
+    return None
 
 
 cdef struct Walk:
@@ -634,7 +763,8 @@ cdef struct Strided:
 
 cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
                          Py_ssize_t rows, Py_ssize_t H, Py_ssize_t P, Py_ssize_t B,
-                         const floating *w_hh, const floating *w_hr, const floating *bias,
+                         int kind, cylstm_race *race, const floating *w_hh,
+                         const floating *w_hh_t, const floating *w_hr, const floating *bias,
                          floating *gates, floating *h_cols, floating *c_cols,
                          floating *h_cell, floating *act_cols, const floating *mask,
                          floating *h_masked, Strided out, Strided act, Strided cells,
@@ -642,9 +772,12 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
                          const cylstm_variant *variant) noexcept nogil:
     """Steps first .. first + steps - 1 in the column layout: gates (4H, steps * rows),
     state h_cols (P, B) and c_cols (H, B), a batch row per column. The batch is
-    BLAS's M and w_hh its second operand, the orientation OpenBLAS runs fastest.
+    BLAS's M and w_hh (kind COLUMNS) or w_hh_t (COLUMNS_T) its second operand.
+    race, if not NULL, chooses each step's kind while it runs.
     mask (P, B), if not NULL, multiplies h before the product (into h_masked)."""
     cdef Py_ssize_t G = 4 * H, ld = steps * rows, active = rows, s, step, j, p
+    cdef double started = 0
+    cdef bint timed
     cdef floating *gates_step
     cdef const floating *h_rec = h_cols if mask == NULL else h_masked
     for s in range(steps):
@@ -657,8 +790,19 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
                 for p in range(active):
                     h_masked[j * B + p] = h_cols[j * B + p] * mask[j * B + p]
         # gates[:, s * rows:][:, :active] += w_hh @ h[:active].T
-        gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_rec, <int> B, 1,
-                gates_step, <int> ld)
+        timed = race != NULL and race.winner < 0
+        if race != NULL:
+            kind = cylstm_race_kind(race)
+        if timed:
+            started = cylstm_seconds()
+        if kind == COLUMNS_T:
+            gemm_tn(<int> G, <int> active, <int> P, 1, w_hh_t, <int> G, h_rec, <int> B, 1,
+                    gates_step, <int> ld)
+        else:
+            gemm_nn(<int> G, <int> active, <int> P, 1, w_hh, <int> P, h_rec, <int> B, 1,
+                    gates_step, <int> ld)
+        if timed:
+            cylstm_race_record(race, cylstm_seconds() - started)
         if math != NULL:
             any_cell_columns(math, variant, H, active, gates_step, ld, bias, c_cols,
                              h_cell if w_hr != NULL else h_cols, act_cols, B)
@@ -674,18 +818,20 @@ cdef void _steps_columns(const Walk *walk, Py_ssize_t first, Py_ssize_t steps,
 
 
 cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_ssize_t rows,
-                      Py_ssize_t H, Py_ssize_t P, bint transposed, bint gemm,
-                      const floating *w_hh,
+                      Py_ssize_t H, Py_ssize_t P, int kind, cylstm_race *race,
+                      const floating *w_hh, const floating *w_hh_t,
                       const floating *w_hr, const floating *bias, floating *gates,
                       floating *h, floating *c, floating *h_cell, const floating *mask,
                       floating *h_masked, Strided out, Strided act, Strided cells,
                       const cylstm_gate_math *math,
                       const cylstm_variant *variant) noexcept nogil:
     """Steps first .. first + steps - 1 in the row layout: gates (steps * rows, 4H),
-    state h (rows, P) and c (rows, H). w_hh is w_hh.T when `transposed`; `gemm`
-    runs gemm where one active row would otherwise run gemv. mask (rows, P), if
-    not NULL, multiplies h before the product (into h_masked)."""
+    state h (rows, P) and c (rows, H). The product runs as `kind` says (see
+    _row_product); race, if not NULL, chooses each step's kind while it runs.
+    mask (rows, P), if not NULL, multiplies h before the product (into h_masked)."""
     cdef Py_ssize_t G = 4 * H, active = rows, s, step, p
+    cdef double started = 0
+    cdef bint timed
     cdef floating *gates_step
     cdef floating *h_new
     cdef const floating *h_rec = h if mask == NULL else h_masked
@@ -698,10 +844,14 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
             for p in range(active * P):
                 h_masked[p] = h[p] * mask[p]
         # gates[s, :active] += h[:active] @ w_hh.T
-        if transposed:  # gates += h @ (w_hh.T)
-            matmul_nn(<int> active, <int> G, <int> P, h_rec, w_hh, 1, gates_step, gemm)
-        else:
-            matmul_nt(<int> active, <int> G, <int> P, h_rec, w_hh, 1, gates_step, gemm)
+        timed = race != NULL and race.winner < 0
+        if race != NULL:
+            kind = cylstm_race_kind(race)
+        if timed:
+            started = cylstm_seconds()
+        _row_product(kind, <int> active, <int> G, <int> P, h_rec, w_hh, w_hh_t, gates_step)
+        if timed:
+            cylstm_race_record(race, cylstm_seconds() - started)
         if math != NULL:  # c, h = cell(gates + bias, c)
             for p in range(active):
                 h_new = h_cell + p * H if w_hr != NULL else h + p * P
@@ -718,6 +868,21 @@ cdef void _steps_rows(const Walk *walk, Py_ssize_t first, Py_ssize_t steps, Py_s
         if math != NULL:  # out[t] = h
             for p in range(active):
                 memcpy(_row(out, walk, step, p), h + p * P, P * sizeof(floating))
+
+
+cdef inline void _row_product(int kind, int active, int G, int P, const floating *h,
+                              const floating *w_hh, const floating *w_hh_t,
+                              floating *gates) noexcept nogil:
+    """gates (active, G) += h (active, P) @ w_hh.T in the row layout: on w_hh
+    (ROWS: gemv for one row, ROWS_GEMM: gemm always), on its transposed copy
+    w_hh_t (ROWS_T, ROWS_T_GEMM), or for one row as the column layout runs it
+    (COLUMNS: gates (G, 1) += w_hh @ h.T, a gemm with N = 1)."""
+    if kind == ROWS_T or kind == ROWS_T_GEMM:
+        matmul_nn(active, G, P, h, w_hh_t, 1, gates, kind == ROWS_T_GEMM)
+    elif kind == COLUMNS and active == 1:
+        gemm_nn(G, 1, P, 1, w_hh, P, h, 1, 1, gates, 1)
+    else:
+        matmul_nt(active, G, P, h, w_hh, 1, gates, kind == ROWS_GEMM)
 
 
 cdef inline void _columns_out(Py_ssize_t n, const floating *columns, Py_ssize_t ld,

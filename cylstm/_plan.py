@@ -5,19 +5,20 @@ and the shape (an AMD EPYC with AVX2 and an Intel Xeon with AVX-512 disagreed
 by up to 2x), so no constant can be right everywhere. As FFTW plans a
 transform and cuDNN picks an algorithm, the first call of a shape chooses:
 
-- "estimate" (the default): the rule (`rule_strategy`: the kernel's
-  `default_strategy`, refined by the OpenBLAS core name), no timing: the same
-  plan, and so bit-identical results, in every process on one machine; the
-  default, as torch.backends.cudnn.benchmark is off by default, for that
-  reproducibility;
-- "measure": time every strategy on a few steps of a synthetic problem of that
-  shape, within a small budget, and keep the fastest, unless it beats the
-  rule's choice by less than MARGIN (close races would flip from one process
-  to the next). Not the default yet: on a shared 2-core VM under load, a few
-  steps' timings varied by 10x and more between runs, enough to pick a
-  strategy 2x slower than the rule's;
+- "measure" (the default): the first call of a new shape races the products
+  it could run inside the kernel, on its own steps, one step per candidate
+  in turn (cylstm/_race.h: nothing runs twice, no extra call; about 2-3% of a
+  call at config a), keeps the rule's strategy unless another was faster by
+  MARGIN, and runs the winner for the rest of that call and every later one;
+- "estimate": the rule (`rule_strategy`: the kernel's `default_strategy`,
+  refined by the OpenBLAS core name), no timing: the same plan, and so
+  bit-identical results, in every process on one machine (a raced call mixes
+  products for its first steps, and another process may pick another winner:
+  results agree within rounding only);
 - a strategy name (one of `_lstm.STRATEGIES`): that strategy for every shape.
 
+What a race decides is the product's orientation; the layout (a batch row per
+column from batch 2) stays the rule's: it won at every batch on both CPU kinds.
 The environment variable CYLSTM_PLAN sets the mode for programs that cannot
 change code; `cylstm.plans.set_mode` sets it from Python. Plans live in
 memory; `save_wisdom` and `load_wisdom` keep them in a small JSON file keyed
@@ -27,7 +28,6 @@ import json
 import os
 import platform
 import threading
-import time
 import warnings
 from typing import NamedTuple, Optional
 
@@ -39,17 +39,19 @@ from ._version import __version__
 
 ENVIRONMENT_VARIABLE = "CYLSTM_PLAN"
 MODES = ("measure", "estimate")
-# A measured strategy replaces the rule's only when it is this much faster.
+DEFAULT_MODE = "measure"
+# The race (cylstm/_race.h): a candidate replaces the rule's strategy only when
+# this much faster; one this much slower than the rule's leaves at once
+# (one cold trial of a close one may take 1.5x); each candidate gets at most ROUNDS trials; the trials may lose at most
+# BUDGET_FRACTION of the call (issue 11: measuring costs at most 5% of a call
+# at config a). Shapes of fewer steps keep the rule.
 MARGIN = 0.10
-# Time spent measuring a shape, once per process: half of what one call of
-# it takes by the rule (never the whole sequence twice), within these bounds
-# (seconds); steps per candidate run; runs per candidate and length.
-BUDGET_FRACTION = 0.5
-MIN_BUDGET_SECONDS = 0.005
-MAX_BUDGET_SECONDS = 0.05
-MAX_STEPS = 16
-MIN_DIFFERENCE_STEPS = 4
-REPEATS = 3
+DROP = 2.0
+ROUNDS = 4
+BUDGET_FRACTION = 0.03
+RACE_MIN_STEPS = 32
+# Input and output of the synthetic problem that plan_for races on.
+SYNTHETIC_BYTES = 32 << 20
 WISDOM_FORMAT = "cylstm.wisdom"
 WISDOM_VERSION = 1
 
@@ -70,7 +72,7 @@ class Plan(NamedTuple):
     strategy: str
     chunk_bytes: int
     source: str  # "rule", "measured", "fixed" or "wisdom"
-    seconds_per_step: dict  # {strategy: estimated seconds per step}; empty unless measured
+    product_seconds: dict  # {strategy: its fastest per-step product}; empty unless measured
 
 
 def shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1) -> Shape:
@@ -82,14 +84,12 @@ def shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1)
 class Planner:
     """The plans of this process: a mode and a cache, safe to share between threads."""
 
-    def __init__(self, mode="measure", max_budget_seconds=None):
-        # The most time measuring one shape may take (None: MAX_BUDGET_SECONDS).
-        self.max_budget_seconds = max_budget_seconds
+    def __init__(self, mode=DEFAULT_MODE):
         self._lock = threading.Lock()
         self._plans = {}
         self._options = {}  # kernel_options' cache: raw arguments -> kernel keywords
-        self._measuring = {}  # shape -> Event, while one thread measures it
-        self._mode = "measure"
+        self._races = {}  # shape -> the _lstm.Race of its first call, until settled
+        self._mode = DEFAULT_MODE
         self.set_mode(mode)
 
     @property
@@ -106,35 +106,43 @@ class Planner:
             self._mode = mode
             self._plans.clear()
             self._options.clear()
+            self._races.clear()
 
-    def plan(self, shape: Shape) -> Plan:
-        """The plan for `shape`: cached, else made as the mode says (measured once,
-        however many threads ask at the same time)."""
-        plan = self._plans.get(shape)
-        if plan is not None:
-            return plan
+    def plan_or_race(self, shape: Shape):
+        """(plan, None) once `shape` has a plan; in "measure" mode before that
+        (None, race): the Race its calls pass to the kernel (the first to run
+        claims it; the others run the rule) until one has finished it."""
         with self._lock:
             plan = self._plans.get(shape)
             if plan is not None:
-                return plan
-            mode = self._mode
-            if mode != "measure":
-                plan = self._plans[shape] = fixed_plan(shape, mode)
-                return plan
-            waiting = self._measuring.get(shape)
-            if waiting is None:
-                self._measuring[shape] = threading.Event()
-        if waiting is not None:  # another thread measures this shape: use its result
-            waiting.wait()
-            return self._plans.get(shape) or rule_plan(shape)
-        plan = None
-        try:
-            plan = measured_plan(shape, self.max_budget_seconds)
-        finally:
-            with self._lock:
-                if plan is not None:
-                    self._plans[shape] = plan
-                self._measuring.pop(shape).set()
+                return plan, None
+            if self._mode != "measure" or shape.steps_bucket < RACE_MIN_STEPS:
+                plan = self._plans[shape] = fixed_plan(shape, self._mode)
+                return plan, None
+            race = self._races.get(shape)
+            if race is None:
+                race = self._races[shape] = new_race()
+            elif race.done:
+                return self._settle(shape, race), None
+            return None, race
+
+    def plan(self, shape: Shape) -> Plan:
+        """The plan for `shape`, made now if needed (a race on a synthetic problem
+        of the shape: never the user's data)."""
+        plan, race = self.plan_or_race(shape)
+        if plan is not None:
+            return plan
+        if race.claimed:  # a call of this shape is racing it: race a problem of our own
+            race = new_race()
+        _Problem(shape).run(race)
+        with self._lock:
+            return self._plans.get(shape) or self._settle(shape, race)
+
+    def _settle(self, shape, race):
+        """Keep a finished race's plan (call with the lock held)."""
+        plan = self._plans[shape] = Plan(race.winner, _lstm.default_chunk_bytes(), "measured",
+                                         dict(race.seconds))
+        self._races.pop(shape, None)
         return plan
 
     def plans(self):
@@ -240,50 +248,29 @@ def scipy_blas_info() -> dict:
 def fixed_plan(shape: Shape, mode) -> Plan:
     if mode == "estimate":
         return rule_plan(shape)
+    if mode == "measure":
+        return rule_plan(shape)._replace(source="rule: too short to measure")
     return Plan(mode, _lstm.default_chunk_bytes(), "fixed", {})
 
 
-def measured_plan(shape: Shape, max_budget_seconds=None) -> Plan:
-    """Time each strategy on a synthetic problem of `shape` (never the user's
-    data) and estimate each one's cost at the shape's steps: its time per call
-    plus the steps times its time per step.
-
-    The measurement is bounded: about BUDGET_FRACTION of what the rule's plan
-    would take for the shape, at least MIN_BUDGET_SECONDS and at most
-    MAX_BUDGET_SECONDS; a shape too slow to measure in that keeps the rule.
-    """
-    rule = rule_plan(shape)
-    problem = _Problem(shape)
-    problem.time(rule.strategy, 1)  # warms caches and BLAS buffers
-    per_call, per_step = problem.cost(rule.strategy, 1)
-    budget = max(BUDGET_FRACTION * (per_call + per_step * shape.steps_bucket),
-                 MIN_BUDGET_SECONDS)
-    budget = min(budget, MAX_BUDGET_SECONDS if max_budget_seconds is None else max_budget_seconds)
-    # Each candidate runs n and 2n steps REPEATS times each.
-    candidates = len(_lstm.STRATEGIES)
-    spare = budget / (2 * REPEATS * candidates) - per_call
-    steps = min(MAX_STEPS, shape.steps_bucket, int(spare / (1.5 * max(per_step, 1e-9))))
-    if steps < 1:
-        return rule._replace(source="rule: too slow to measure")
-    costs = {}
-    for strategy in [rule.strategy] + [s for s in _lstm.STRATEGIES if s != rule.strategy]:
-        per_call, per_step = problem.cost(strategy, steps)
-        costs[strategy] = (per_call + shape.steps_bucket * per_step) / shape.steps_bucket
-    best = min(costs, key=lambda strategy: costs[strategy])
-    if costs[best] < (1 - MARGIN) * costs[rule.strategy]:
-        return Plan(best, rule.chunk_bytes, "measured", costs)
-    return Plan(rule.strategy, rule.chunk_bytes, "measured", costs)
+def new_race():
+    return _lstm.Race(budget_fraction=BUDGET_FRACTION, drop=DROP, margin=MARGIN,
+                      rounds=ROUNDS)
 
 
 class _Problem:
-    """Random weights and input of a shape, for timing (values do not matter)."""
+    """Weights and input of a shape to race on when no call brings its own (values
+    do not matter: BLAS and the gate math take as long for any finite ones),
+    at most SYNTHETIC_BYTES of input and output."""
 
     def __init__(self, shape: Shape):
         dtype = np.dtype(shape.dtype)
         gates, width = 4 * shape.hidden_size, shape.proj_size or shape.hidden_size
-        steps = 2 * min(shape.steps_bucket, MAX_STEPS)
+        step_bytes = shape.batch * (shape.input_size + width) * dtype.itemsize
+        steps = max(1, min(shape.steps_bucket, SYNTHETIC_BYTES // step_bytes))
+        self.rule = rule_plan(shape).strategy
 
-        def array(*dims):  # BLAS and the gate math take as long for any finite values
+        def array(*dims):
             return np.full(dims, 0.01, dtype)
 
         self.x = array(steps, shape.batch, shape.input_size)
@@ -293,22 +280,9 @@ class _Problem:
         self.h, self.c = array(shape.batch, width), array(shape.batch, shape.hidden_size)
         self.out = np.empty((steps, shape.batch, width), dtype)
 
-    def cost(self, strategy, n):
-        """(seconds per call, seconds per step), from runs of n and 2n steps (the
-        fastest of REPEATS each: noise only ever adds time). Below MIN_DIFFERENCE_STEPS
-        the difference is mostly noise: the whole time counts as per step."""
-        short = min(self.time(strategy, n) for _ in range(REPEATS))
-        if n < MIN_DIFFERENCE_STEPS:
-            return 0.0, short / n
-        long = min(self.time(strategy, 2 * n) for _ in range(REPEATS))
-        per_step = max(long - short, 0.0) / n
-        return max(short - n * per_step, 0.0), per_step
-
-    def time(self, strategy, steps):
-        start = time.perf_counter()
-        _lstm.forward_layer(self.x[:steps], self.w_ih, self.w_hh, self.bias, self.h, self.c,
-                            self.out[:steps], w_hr=self.w_hr, strategy=strategy)
-        return time.perf_counter() - start
+    def run(self, race):
+        _lstm.forward_layer(self.x, self.w_ih, self.w_hh, self.bias, self.h, self.c, self.out,
+                            w_hr=self.w_hr, strategy=self.rule, race=race)
 
 
 def machine_key():
@@ -331,9 +305,6 @@ def _cpu_model():
     return platform.processor() or "unknown"
 
 
-DEFAULT_MODE = "estimate"
-
-
 def _planner_from_environment():
     """The process's planner, in the mode CYLSTM_PLAN names (a bad value warns:
     importing cylstm must not fail on it)."""
@@ -351,7 +322,8 @@ PLANNER = _planner_from_environment()
 
 def kernel_options(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1):
     """The keywords of one kernel call, from the process's planner: strategy, and
-    chunk_bytes unless the plan keeps the kernel's default.
+    chunk_bytes unless the plan keeps the kernel's default; while a shape's race
+    is open, the rule's strategy and the race (not cached).
 
     On the hot path of every call (a one-step stream call takes about 10 us): a
     dict lookup on the raw arguments, the steps capped where the buckets end (so
@@ -363,8 +335,10 @@ def kernel_options(dtype, steps, batch, input_size, hidden_size, proj_size, work
            workers)
     options = PLANNER._options.get(key)
     if options is None:
-        plan = PLANNER.plan(shape_of(dtype, steps, batch, input_size, hidden_size, proj_size,
-                                     workers))
+        shape = shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers)
+        plan, race = PLANNER.plan_or_race(shape)
+        if plan is None:
+            return {"strategy": rule_plan(shape).strategy, "race": race}
         options = {"strategy": plan.strategy}
         if plan.chunk_bytes != _lstm.default_chunk_bytes():  # each keyword costs the kernel
             options["chunk_bytes"] = plan.chunk_bytes

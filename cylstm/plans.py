@@ -1,8 +1,8 @@
 """How cylstm chooses the fastest way to run a call shape on this machine.
 
     import cylstm
-    cylstm.plans.set_mode("estimate")      # the default: rules, identical results everywhere
-    cylstm.plans.set_mode("measure")       # time the candidates once per shape
+    cylstm.plans.set_mode("measure")       # the default: race the candidates once per shape
+    cylstm.plans.set_mode("estimate")      # rules, no timing: identical results everywhere
     cylstm.plans.set_mode("columns")       # one strategy for every shape
     cylstm.plans.save_wisdom("plans.json") # keep what was measured; load_wisdom to reuse it
 
@@ -85,15 +85,16 @@ def load_wisdom(path) -> int:
 
 def describe(shapes: Union[List[Shape], None] = None, planner=None) -> str:
     """A table of the plans for `shapes` (default: those made so far): the chosen
-    strategy, where it came from and the estimated microseconds per step of
-    each candidate measured. `planner`: the process's, unless another is given."""
+    strategy, where it came from and the fastest per-step product of each
+    candidate raced, in microseconds (inf: not tried, the budget was spent).
+    `planner`: the process's, unless another is given."""
     planner = _plan.PLANNER if planner is None else planner
     chosen = {shape: planner.plan(shape) for shape in shapes} if shapes else planner.plans()
     lines = ["dtype    batch  input  hidden  proj  steps  threads  plan         source    "
-             + "  ".join(f"{name:>11}" for name in STRATEGIES) + "  (us per step)"]
+             + "  ".join(f"{name:>11}" for name in STRATEGIES) + "  (us per product)"]
     for shape, plan in chosen.items():
         timings = "  ".join(
-            f"{plan.seconds_per_step[name] * 1e6:11.2f}" if name in plan.seconds_per_step
+            f"{plan.product_seconds[name] * 1e6:11.2f}" if name in plan.product_seconds
             else f"{'-':>11}" for name in STRATEGIES)
         lines.append(f"{shape.dtype:<8} {shape.batch:>5}  {shape.input_size:>5}  "
                      f"{shape.hidden_size:>6}  {shape.proj_size:>4}  {shape.steps_bucket:>5}  "

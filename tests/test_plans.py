@@ -75,21 +75,135 @@ def test_a_fixed_strategy_is_used_for_every_shape(mode):
     assert (plan.strategy, plan.source) == ("rows-gemm", "fixed")
 
 
-def test_measure_times_the_candidates_within_its_budget(mode):
+def test_measure_races_the_candidates_once(mode):
     mode("measure")
     plan = plans.plan_for(np.float32, 1000, 1, 32, 64)
-    assert plan.source == "measured"
-    assert set(plan.seconds_per_step) == set(plans.STRATEGIES)
-    assert all(0 <= seconds < 0.01 for seconds in plan.seconds_per_step.values())
     rule = _plan.rule_plan(_plan.shape_of(np.float32, 1000, 1, 32, 64, 0))
-    best = min(plan.seconds_per_step, key=plan.seconds_per_step.get)
+    assert plan.source == "measured"
+    # One row: every row-layout product and the column layout's, the rule's first.
+    assert set(plan.product_seconds) == set(plans.STRATEGIES) - {"columns-t"}
+    assert 0 < plan.product_seconds[rule.strategy] < 0.01
+    best = min(plan.product_seconds, key=plan.product_seconds.get)
     # The rule's strategy stays unless another beat it by the margin.
     if plan.strategy != rule.strategy:
         assert plan.strategy == best
-        assert plan.seconds_per_step[best] < (1 - _plan.MARGIN) * \
-            plan.seconds_per_step[rule.strategy]
+        assert plan.product_seconds[best] < (1 - _plan.MARGIN) * \
+            plan.product_seconds[rule.strategy]
     assert plans.plan_for(np.float32, 1000, 1, 32, 64) is plan  # measured once
     assert "measured" in plans.describe()
+    # A batch races w_hh and its transposed copy in the rule's (column) layout.
+    batched = plans.plan_for(np.float64, 64, 5, 3, 4)
+    assert set(batched.product_seconds) == {"columns", "columns-t"}
+    assert plans.plan_for(np.float32, 16, 1, 32, 64).source == "rule: too short to measure"
+
+
+def test_a_model_call_races_then_keeps_the_winner(mode, dtype):
+    """The first call of a shape runs the race inside its own kernel call; the
+    next settles the plan and runs the winner; both give the reference's numbers."""
+    mode("measure")
+    rng = np.random.default_rng(8)
+    model = cylstm.LSTM(5, 7, dtype=dtype, seed=1)
+    x = random_input(rng, model, 200, 1)
+    check_model(model, x)
+    assert plans.plans() == {}  # raced, not yet settled
+    check_model(model, x)
+    (plan,) = plans.plans().values()
+    assert plan.source == "measured" and plan.strategy in plan.product_seconds
+
+
+RACED_CALLS = [  # (T, B, lengths?, reverse, projection, training)
+    (300, 1, False, False, False, False), (300, 1, False, True, True, True),
+    (40, 1, False, False, False, False), (60, 4, True, True, False, True),
+    (60, 4, False, False, True, False), (60, 3, True, False, False, True)]
+
+
+@pytest.mark.parametrize("steps, batch, with_lengths, reverse, projected, training", RACED_CALLS)
+def test_a_raced_kernel_call_computes_what_the_rule_does(steps, batch, with_lengths, reverse,
+                                                         projected, training, dtype):
+    from cylstm import _lstm
+
+    rng = np.random.default_rng(steps + batch)
+    inputs, hidden, width = 6, 8, 5 if projected else 8
+
+    def array(*shape, scale=0.3):
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+
+    x, w_ih, w_hh, bias = array(steps, batch, inputs, scale=1), array(32, inputs), \
+        array(32, width), array(32)
+    w_hr = array(width, hidden) if projected else None
+    h0, c0 = array(batch, width), array(batch, hidden)
+    lengths = random_lengths(rng, batch, steps) if with_lengths else None
+    rule = _lstm.default_strategy(steps, batch)
+
+    def run(race):
+        h, c = h0.copy(), c0.copy()
+        out = np.zeros((steps, batch, width), dtype)
+        kept = (np.zeros((steps, batch, 32), dtype), np.zeros((steps, batch, hidden), dtype)) \
+            if training else (None, None)
+        winner = _lstm.forward_layer(x, w_ih, w_hh, bias, h, c, out, w_hr=w_hr, lengths=lengths,
+                                     reverse=reverse, keep_act=kept[0], keep_c=kept[1],
+                                     strategy=rule, race=race)
+        return winner, (out, h, c) + (kept if training else ())
+
+    race = _lstm.Race()
+    winner, raced = run(race)
+    assert race.done and winner == race.winner in race.seconds
+    assert list(race.seconds)[0] == rule  # the rule ran first
+    assert all(seconds > 0 for seconds in race.seconds.values())
+    expected_names = set(_lstm.STRATEGIES) - {"columns-t"} if batch == 1 else \
+        {"columns", "columns-t"}
+    if batch == 1 and steps < 128:  # no transposed copy is made for a short row
+        expected_names -= {"rows-t", "rows-t-gemm"}
+    assert set(race.seconds) == expected_names
+    assert run(race)[0] is None  # a claimed race is not run again
+    _, unraced = run(None)
+    for got, want in zip(raced, unraced):
+        np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+SLOW, FAST = 10e-6, 1e-6
+
+
+@pytest.mark.parametrize("times, winner", [
+    ({"rows-t-gemm": 0.8 * FAST}, "rows-t-gemm"),  # 20% faster than the rule: wins
+    ({"rows-t-gemm": 0.95 * FAST}, "rows-t"),  # 5%: within the margin, the rule stays
+    ({}, "rows-t"),
+])
+def test_the_race_keeps_the_rule_unless_beaten_by_the_margin(times, winner):
+    from cylstm import _lstm
+
+    speeds = {"rows-t": FAST, "rows": 1.2 * FAST, "rows-gemm": SLOW, "rows-t-gemm": 1.1 * FAST,
+              "columns": 3 * FAST, **times}
+    chosen, trials = _lstm._simulate_race("rows-t", 1, True, 1000, _plan.new_race(),
+                                          lambda name, _: speeds[name])
+    assert chosen == winner
+    assert trials[0][0] == "rows-t"
+    ran = [name for name, _ in trials]
+    # A candidate more than DROP slower leaves after its first trial; the others
+    # have ROUNDS trials each at most.
+    assert ran.count("rows-gemm") == ran.count("columns") == 1
+    assert max(ran.count(name) for name in speeds) <= _plan.ROUNDS + 2
+
+
+def test_the_race_stops_at_its_budget():
+    """What the trials lose against the fastest candidate stays near BUDGET_FRACTION
+    of the call (one untried candidate's trial may pass it)."""
+    from cylstm import _lstm
+
+    steps = 100
+    speeds = {"rows-t": FAST, "rows": 1.9 * FAST, "rows-gemm": 1.9 * FAST,
+              "rows-t-gemm": 1.9 * FAST, "columns": 1.9 * FAST}
+    _, trials = _lstm._simulate_race("rows-t", 1, True, steps, _plan.new_race(),
+                                     lambda name, _: speeds[name])
+    lost = sum(seconds - FAST for _, seconds in trials)
+    budget = _plan.BUDGET_FRACTION * steps * FAST
+    assert budget < lost <= budget + 0.9 * FAST
+    assert len(trials) < _plan.ROUNDS * len(speeds)
+    # A noisy trial of the rule (here its first) only counts through its fastest.
+    noisy = _lstm._simulate_race("columns", 8, True, 100, _plan.new_race(),
+                                 lambda name, trial: (50 if trial == 0 else 1) *
+                                 (FAST if name == "columns" else 1.05 * FAST))
+    assert noisy[0] == "columns"
 
 
 def test_a_bad_mode_is_refused(mode):
@@ -101,7 +215,7 @@ def test_a_bad_environment_variable_warns_and_takes_the_default(monkeypatch):
     monkeypatch.setenv(_plan.ENVIRONMENT_VARIABLE, "fastest")
     with pytest.warns(RuntimeWarning, match="CYLSTM_PLAN"):
         planner = _plan._planner_from_environment()
-    assert planner.mode == _plan.DEFAULT_MODE == "estimate"
+    assert planner.mode == _plan.DEFAULT_MODE == "measure"
 
 
 def test_wisdom_round_trip_and_other_machines(mode, tmp_path):
@@ -133,9 +247,11 @@ def test_wisdom_round_trip_and_other_machines(mode, tmp_path):
 
 
 def test_first_calls_from_threads_are_safe_and_agree(mode):
+    """Six threads make the first call of a shape at once: one races (its steps
+    mix the products), the others run the rule; all agree within rounding."""
     mode("measure")
     model = cylstm.LSTM(6, 12, dtype=np.float64, seed=0)
-    x = np.random.default_rng(0).standard_normal((40, 3, 6))
+    x = np.random.default_rng(0).standard_normal((200, 1, 6))
     results, errors = [], []
     barrier = threading.Barrier(6)
 
@@ -151,10 +267,12 @@ def test_first_calls_from_threads_are_safe_and_agree(mode):
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == []
+    assert errors == [] and len(results) == 6
     for result in results[1:]:
-        np.testing.assert_array_equal(result, results[0])
-    assert len(plans.plans()) == 1
+        np.testing.assert_allclose(result, results[0], **tol(np.float64))
+    model(x)
+    (plan,) = plans.plans().values()
+    assert plan.source == "measured"
 
 
 def test_the_estimate_follows_the_blas_core():

@@ -38,10 +38,12 @@ def test_py_typed_and_stub_are_installed():
 def test_stub_names_the_extension_entry_points():
     stub = _stub()
     functions = {node.name for node in stub.body if isinstance(node, ast.FunctionDef)}
+    classes = {node.name for node in stub.body if isinstance(node, ast.ClassDef)}
     constants = {node.target.id for node in stub.body if isinstance(node, ast.AnnAssign)}
     public = {name for name in vars(_lstm) if not name.startswith("_")} - IMPORTED
-    assert functions | constants == public
-    assert functions == {name for name in public if callable(getattr(_lstm, name))}
+    assert functions | classes | constants == public
+    assert classes == {name for name in public if isinstance(getattr(_lstm, name), type)}
+    assert functions == {name for name in public if callable(getattr(_lstm, name))} - classes
     assert constants == {"COLUMN_LAYOUT_MIN_BATCH", "STRATEGIES", "SIMD_PATHS",
                          "SIMD_ENVIRONMENT_VARIABLE"}
     assert isinstance(_lstm.COLUMN_LAYOUT_MIN_BATCH, int)
