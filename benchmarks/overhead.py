@@ -18,6 +18,12 @@ Cases:
   a-model     model(x) at config a, x (1000, 1, D)
   a-kernel    cylstm._lstm.forward_layer on the same arrays with the strategy the
               model's plan chose (output and state preallocated)
+  a-raced     model(x) at config a as the first call of its shape in "measure" mode
+              (the plans forgotten just before): the call that races the strategies
+  a-after     model(x) right after a-raced: the plan settled, the winner runs
+
+Workers run in "estimate" mode except for a-raced and a-after (so a-raced / a-after
+is what measuring a plan costs).
 
 D=32, H=64, float32, BLAS on one thread (OPENBLAS_NUM_THREADS etc. = 1; --threads).
 Garbage collection is off while timing. The machine's CPU model is printed with the
@@ -35,10 +41,12 @@ import time
 D, H, T_A = 32, 64, 1000
 # Groups of cases timed alternately, and the rounds of each group per block (a block
 # takes a few milliseconds).
-GROUPS = {("t1", "stream1", "t1-kernel"): 100, ("a-model", "a-kernel"): 10}
+GROUPS = {("t1", "stream1", "t1-kernel"): 100, ("a-model", "a-kernel"): 10,
+          ("a-raced", "a-after"): 10}
 CASES = tuple(case for group in GROUPS for case in group)
 # Ratios over neighbouring calls: (numerator, denominator).
-RATIOS = (("a-model", "a-kernel"), ("t1", "t1-kernel"), ("stream1", "t1-kernel"))
+RATIOS = (("a-model", "a-kernel"), ("t1", "t1-kernel"), ("stream1", "t1-kernel"),
+          ("a-raced", "a-after"))
 
 
 # -- the worker: one build's cylstm, driven over stdin ----------------------------------
@@ -58,7 +66,8 @@ def _worker():
     stream = model.stream()
     calls = {"t1": lambda: model(x1), "stream1": lambda: stream(x1),
              "t1-kernel": _bare_kernel(cylstm, model, x1),
-             "a-model": lambda: model(xa), "a-kernel": _bare_kernel(cylstm, model, xa)}
+             "a-model": lambda: model(xa), "a-kernel": _bare_kernel(cylstm, model, xa),
+             "a-raced": _raced(cylstm, model, xa), "a-after": _after(cylstm, model, xa)}
     for case in calls.values():  # warm-up: plans, caches, first-touch of buffers
         case()
         case()
@@ -78,6 +87,23 @@ def _worker():
                 times[index].append(time.perf_counter_ns() - start)
                 faults[index] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         print(json.dumps([times, faults]), flush=True)
+
+
+def _raced(cylstm, model, x):
+    """model(x) as the first call of its shape in "measure" mode."""
+    def call():
+        cylstm.plans.set_mode("measure")  # forgets every plan
+        return model(x)
+    return call
+
+
+def _after(cylstm, model, x):
+    """model(x) in "measure" mode after a raced call, then back to "estimate"."""
+    def call():
+        result = model(x)
+        cylstm.plans.set_mode("estimate")
+        return result
+    return call
 
 
 def _bare_kernel(cylstm, model, x):
