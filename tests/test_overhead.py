@@ -11,7 +11,8 @@ from reference import reference_model
 from testutil import assert_close, tol
 
 # (T, B, D, H, layers, proj_size)
-CASES = [(1, 1, 32, 64, 1, 0), (7, 3, 5, 4, 2, 0), (130, 1, 3, 8, 1, 0), (6, 4, 3, 8, 2, 3)]
+CASES = [(1, 1, 32, 64, 1, 0), (7, 3, 5, 4, 2, 0), (130, 1, 3, 8, 1, 0), (6, 4, 3, 8, 2, 3),
+         (9, 2, 4, 6, 1, 3)]
 
 
 def _general_path(monkeypatch):
