@@ -19,6 +19,9 @@ transform and cuDNN picks an algorithm, the first call of a shape chooses:
 
 What a race decides is the product's orientation; the layout (a batch row per
 column from batch 2) stays the rule's: it won at every batch on both CPU kinds.
+So does the thread scheme a model's num_threads asks for (cylstm/_walk.py:
+the two directions side by side, else the batch split): a race inside one
+kernel call cannot try another thread count.
 The environment variable CYLSTM_PLAN sets the mode for programs that cannot
 change code; `cylstm.plans.set_mode` sets it from Python. Plans live in
 memory; `save_wisdom` and `load_wisdom` keep them in a small JSON file keyed
