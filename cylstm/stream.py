@@ -130,9 +130,15 @@ class LSTMStream:
                     f"{self._describe(self._batch, self._unbatched)}, got "
                     f"{self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
                     "call reset() to start another")
-            weights = _walk.kernel_weights(self.model, config)
-            output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
-                                      batch_first=batch_first)
+            flags = x_time_major.flags
+            if (self.model._common_case and config.num_layers == 1 and config.bias
+                    and flags.c_contiguous and flags.aligned):
+                output = _walk.one_kernel_call(self.model, config, x_time_major, self._h[0],
+                                               self._c[0])
+            else:
+                weights = _walk.kernel_weights(self.model, config)
+                output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
+                                          batch_first=batch_first)
         return output[:, 0] if unbatched else output
 
     def _start(self, batch, unbatched):

@@ -56,17 +56,39 @@ def test_common_path_leaves_the_rest_to_the_general_one(rng, monkeypatch):
         assert all(original(*args) is None for args in shortened), repr(model)
 
 
+@pytest.mark.parametrize("proj", [0, 2])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_a_one_layer_stream_calls_the_kernel_as_the_walk_does(proj, unbatched, dtype, rng,
+                                                              monkeypatch):
+    model = cylstm.LSTM(3, 4, proj_size=proj, seed=2, dtype=dtype)
+    chunks = [rng.standard_normal((steps, 3) if unbatched else (steps, 2, 3)).astype(dtype)
+              for steps in (1, 5, 1, 3)]
+    direct = []
+    original = _walk.one_kernel_call
+    monkeypatch.setattr(_walk, "one_kernel_call",
+                        lambda *args: direct.append(1) or original(*args))
+    stream = model.stream()
+    fast = [stream(chunk) for chunk in chunks]
+    assert len(direct) == len(chunks)
+    monkeypatch.setattr(model, "_common_case", False)  # the walk for every chunk
+    stream = model.stream()
+    for chunk, expected in zip(chunks, fast):
+        np.testing.assert_array_equal(stream(chunk), expected)
+    assert len(direct) == len(chunks)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("path", ["model", "stream"])
-def test_weights_changed_in_place_reach_the_next_call(path, dtype, rng):
+def test_weights_changed_in_place_reach_the_next_call(path, layers, dtype, rng):
     """Nothing about the weights is cached across calls but their names: a change made
     in place (a training step, say) shows in the next call."""
-    model = cylstm.LSTM(3, 5, 2, seed=0, dtype=dtype)
+    model = cylstm.LSTM(3, 5, layers, seed=0, dtype=dtype)
     x = rng.standard_normal((4, 2, 3)).astype(dtype)
     def run():
         return model(x)[0] if path == "model" else model.stream()(x)
 
     before = run()
-    model.weight_hh_l1 *= 0.5
+    getattr(model, f"weight_hh_l{layers - 1}")[...] *= 0.5
     model.bias_ih_l0[:] += 0.25
     model.weight_ih_l0[0, 0] = 3.0
     after = run()
