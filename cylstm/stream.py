@@ -70,6 +70,9 @@ class LSTMStream:
 
     # model is a cylstm.LSTM; typed Any, as importing model.py here, even for the
     # type checker only, would close an import circle.
+    _h: Any  # None until a chunk has run (see _clear)
+    _c: Any
+
     def __init__(self, model: Any) -> None:
         if model.bidirectional:
             raise ValueError(
@@ -130,14 +133,14 @@ class LSTMStream:
                     f"{self._describe(self._batch, self._unbatched)}, got "
                     f"{self._describe(batch, unbatched)} of shape {np.shape(chunk)}; "
                     "call reset() to start another")
+            h, c = self._h, self._c
             flags = x_time_major.flags
             if (self.model._common_case and config.num_layers == 1 and config.bias
                     and flags.c_contiguous and flags.aligned):
-                output = _walk.one_kernel_call(self.model, config, x_time_major, self._h[0],
-                                               self._c[0])
+                output = _walk.one_kernel_call(self.model, config, x_time_major, h[0], c[0])
             else:
                 weights = _walk.kernel_weights(self.model, config)
-                output, _, _ = _walk.walk(config, weights, x_time_major, self._h, self._c,
+                output, _, _ = _walk.walk(config, weights, x_time_major, h, c,
                                           batch_first=batch_first)
         return output[:, 0] if unbatched else output
 
