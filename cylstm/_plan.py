@@ -92,6 +92,7 @@ class Planner:
         self._plans = {}
         self._options = {}  # kernel_options' cache: raw arguments -> kernel keywords
         self._races = {}  # shape -> the _lstm.Race of its first call, until settled
+        self._schemes = {}  # thread_scheme's key -> SchemeTrial, then the scheme chosen
         self._mode = DEFAULT_MODE
         self.set_mode(mode)
 
@@ -110,6 +111,7 @@ class Planner:
             self._plans.clear()
             self._options.clear()
             self._races.clear()
+            self._schemes.clear()
 
     def plan_or_race(self, shape: Shape):
         """(plan, None) once `shape` has a plan; in "measure" mode before that
@@ -147,6 +149,25 @@ class Planner:
                                          dict(race.seconds))
         self._races.pop(shape, None)
         return plan
+
+    def thread_scheme(self, key):
+        """(scheme, trial): see thread_scheme(); trial is None unless this call is
+        one of the timed ones."""
+        with self._lock:
+            if self._mode != "measure":
+                return THREAD_SCHEMES[0], None
+            chosen = self._schemes.get(key)
+            if chosen is None:
+                chosen = self._schemes[key] = SchemeTrial(self, key)
+            if isinstance(chosen, str):
+                return chosen, None
+            scheme = chosen.claim()
+            return (THREAD_SCHEMES[0], None) if scheme is None else (scheme, chosen)
+
+    def thread_schemes(self):
+        """{key: scheme} chosen so far (key: config, steps bucket, batch, workers)."""
+        with self._lock:
+            return {key: value for key, value in self._schemes.items() if isinstance(value, str)}
 
     def plans(self):
         """{shape: plan} made so far."""
@@ -254,6 +275,54 @@ def fixed_plan(shape: Shape, mode) -> Plan:
     if mode == "measure":
         return rule_plan(shape)._replace(source="rule: too short to measure")
     return Plan(mode, _lstm.default_chunk_bytes(), "fixed", {})
+
+
+# A model call with num_threads = n > 1 runs "split" (the rule: the batch, or a
+# bidirectional layer's two directions, over n threads with one BLAS thread
+# each) or "blas" (one time loop over the process's BLAS threads).
+THREAD_SCHEMES = ("split", "blas")
+# The calls that time them, in order ("measure" mode): the rule's twice (its
+# first call also pays for cold caches and the kernel plans' races).
+SCHEME_TRIALS = ("split", "blas", "split")
+
+
+def thread_scheme(config, steps, batch, workers):
+    """The thread scheme of a model call with `workers` > 1 threads, and the
+    SchemeTrial to record its time in when the call is one of the timed ones.
+
+    A race inside a kernel call cannot try another thread count, so here the
+    candidates are timed over whole calls: the first calls of a shape run
+    SCHEME_TRIALS, later ones the fastest (the rule's unless the other was
+    faster by MARGIN). What that costs: one call in the slower scheme. On one
+    AMD EPYC VM the split won (151 ms against 187 at two layers of (100, 32,
+    128, 256)), on another 2-thread BLAS (145 against 202)."""
+    bucket = 1 << min(max(int(steps), 1).bit_length() - 1, 10)
+    return PLANNER.thread_scheme((config, bucket, int(batch), int(workers)))
+
+
+class SchemeTrial:
+    """The timed calls of one thread_scheme key (the planner's lock guards it)."""
+
+    def __init__(self, planner, key):
+        self.planner, self.key = planner, key
+        self.claimed = 0  # SCHEME_TRIALS handed out
+        self.seconds: dict = {}  # scheme -> fastest call
+
+    def claim(self):
+        """The scheme of the next timed call; None once all are handed out."""
+        if self.claimed == len(SCHEME_TRIALS):
+            return None
+        self.claimed += 1
+        return SCHEME_TRIALS[self.claimed - 1]
+
+    def record(self, scheme, seconds):
+        with self.planner._lock:
+            self.seconds[scheme] = min(seconds, self.seconds.get(scheme, seconds))
+            if self.claimed == len(SCHEME_TRIALS) and len(self.seconds) == len(THREAD_SCHEMES) \
+                    and self.planner._schemes.get(self.key) is self:
+                rule, other = THREAD_SCHEMES
+                faster = self.seconds[other] < (1 - MARGIN) * self.seconds[rule]
+                self.planner._schemes[self.key] = other if faster else rule
 
 
 def new_race():

@@ -12,6 +12,7 @@ schemes; each (layer, direction) is one call of the compiled kernel
 reads them (it adds bias_hh to bias itself).
 """
 import functools
+import time
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
@@ -179,15 +180,27 @@ def forward(config: Config, weights, call: Call, workers=1):
     With workers > 1 the batch is split over threads, or a bidirectional
     model's two directions run side by side: with two workers that beat the
     batch split (151 ms against 161, and 187 for 2-thread BLAS, two layers at
-    (100, 32, 128, 256), AMD EPYC AVX2).
+    (100, 32, 128, 256), AMD EPYC AVX2), but on another day's EPYC VM the
+    split took 202 ms and 2-thread BLAS 145: in "measure" mode the plan tries
+    both (_plan.thread_scheme).
     """
-    batch = call.x_time_major.shape[1]
+    steps, batch = call.x_time_major.shape[:2]
     directions_only = config.bidirectional and workers == 2
-    if workers > 1 and batch > 1 and not directions_only:
+    split = workers > 1 and batch > 1 and not directions_only
+    scheme = trial = None
+    if split or (workers > 1 and config.bidirectional):
+        scheme, trial = _plan.thread_scheme(config, steps, batch, workers)
+    started = time.perf_counter()
+    if scheme == "blas":  # one time loop over the process's BLAS threads
+        output, h_n, c_n = _forward_whole(config, weights, call.x_time_major, call.h0, call.c0,
+                                          call.lengths, call.batch_first, 1)
+    elif split:
         output, h_n, c_n = _forward_split(config, weights, call, min(workers, batch))
     else:
         output, h_n, c_n = _forward_whole(config, weights, call.x_time_major, call.h0, call.c0,
                                           call.lengths, call.batch_first, workers)
+    if trial is not None:
+        trial.record(scheme, time.perf_counter() - started)
     if call.unbatched:
         return output[:, 0], (h_n[:, 0], c_n[:, 0])
     return output, (h_n, c_n)

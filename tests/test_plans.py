@@ -206,6 +206,60 @@ def test_the_race_stops_at_its_budget():
     assert noisy[0] == "columns"
 
 
+class _FakeClock:
+    """perf_counter for the walk: each model call takes seconds[scheme] of the
+    scheme the walk ran (told by the patched runners)."""
+
+    def __init__(self, seconds):
+        self.seconds, self.now, self.running = seconds, 0.0, None
+
+    def perf_counter(self):
+        self.now += self.seconds.get(self.running, 0.0)
+        return self.now
+
+
+@pytest.mark.parametrize("split_seconds, blas_seconds, chosen", [
+    (0.2, 0.14, "blas"), (0.2, 0.19, "split"), (0.15, 0.19, "split")])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_measure_times_the_thread_schemes_over_the_first_calls(
+        mode, monkeypatch, split_seconds, blas_seconds, chosen, bidirectional):
+    from cylstm import _walk
+
+    mode("measure")
+    clock = _FakeClock({"split": split_seconds, "blas": blas_seconds})
+    monkeypatch.setattr(_walk, "time", clock)
+    ran = []
+    original_whole, original_split = _walk._forward_whole, _walk._forward_split
+
+    def whole(*args, **kwargs):
+        if "plan_workers" not in kwargs:  # not a part of the batch split
+            scheme = "blas" if args[7] == 1 else "split"
+            ran.append(scheme)
+            clock.running = scheme
+        return original_whole(*args, **kwargs)
+
+    def split(*args, **kwargs):
+        ran.append("split")
+        clock.running = "split"
+        return original_split(*args, **kwargs)
+
+    monkeypatch.setattr(_walk, "_forward_whole", whole)
+    monkeypatch.setattr(_walk, "_forward_split", split)
+    rng = np.random.default_rng(3)
+    model = cylstm.LSTM(4, 6, 2, bidirectional=bidirectional, num_threads=2, seed=5,
+                        dtype=np.float64)
+    x = random_input(rng, model, 12, 3)
+    for _ in range(5):
+        check_model(model, x)
+    assert ran[:3] == list(_plan.SCHEME_TRIALS)
+    assert ran[3:] == [chosen, chosen]
+    assert list(_plan.PLANNER.thread_schemes().values()) == [chosen]
+    mode("estimate")  # the rule: the split, never timed
+    del ran[:]
+    check_model(model, x)
+    assert ran == ["split"] and _plan.PLANNER.thread_schemes() == {}
+
+
 def test_a_bad_mode_is_refused(mode):
     with pytest.raises(ValueError, match="the plan mode must be one of"):
         mode("fastest")
