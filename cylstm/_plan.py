@@ -32,7 +32,7 @@ import os
 import platform
 import threading
 import warnings
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -417,8 +417,3 @@ def kernel_options(dtype, steps, batch, input_size, hidden_size, proj_size, work
         with PLANNER._lock:
             PLANNER._options[key] = options
     return options
-
-
-def current(shape: Shape) -> Optional[Plan]:
-    """The plan made for `shape`, if any (for reports)."""
-    return PLANNER.plans().get(shape)
