@@ -306,7 +306,7 @@ class SchemeTrial:
     def __init__(self, planner, key):
         self.planner, self.key = planner, key
         self.claimed = 0  # SCHEME_TRIALS handed out
-        self.seconds: dict = {}  # scheme -> fastest call
+        self.seconds = {}  # scheme -> fastest call
 
     def claim(self):
         """The scheme of the next timed call; None once all are handed out."""
