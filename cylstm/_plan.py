@@ -27,6 +27,8 @@ change code; `cylstm.plans.set_mode` sets it from Python. Plans live in
 memory; `save_wisdom` and `load_wisdom` keep them in a small JSON file keyed
 by the machine (CPU model, BLAS, cylstm version).
 """
+import ctypes
+import functools
 import json
 import os
 import platform
@@ -56,7 +58,7 @@ RACE_MIN_STEPS = 32
 # Input and output of the synthetic problem that plan_for races on.
 SYNTHETIC_BYTES = 32 << 20
 WISDOM_FORMAT = "cylstm.wisdom"
-WISDOM_VERSION = 1
+WISDOM_VERSION = 2  # 2: shapes with blas_threads
 
 
 class Shape(NamedTuple):
@@ -69,6 +71,7 @@ class Shape(NamedTuple):
     proj_size: int
     steps_bucket: int  # 1, 2, 4, ... up to 1024: the steps, rounded down to a power of 2
     workers: int  # 1: BLAS threads; k: this call runs on one of k threads
+    blas_threads: int  # scipy's BLAS's threads when the call runs (0: unknown)
 
 
 class Plan(NamedTuple):
@@ -78,10 +81,39 @@ class Plan(NamedTuple):
     product_seconds: dict  # {strategy: its fastest per-step product}; empty unless measured
 
 
-def shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1) -> Shape:
+def shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1,
+             blas_threads=None) -> Shape:
+    """The Shape of a kernel call; blas_threads None: scipy's BLAS's threads now."""
     bucket = 1 << min(max(int(steps), 1).bit_length() - 1, 10)
+    threads = blas_thread_count() if blas_threads is None else int(blas_threads)
     return Shape(np.dtype(dtype).name, int(batch), int(input_size), int(hidden_size),
-                 int(proj_size), bucket, int(workers))
+                 int(proj_size), bucket, int(workers), threads)
+
+
+def blas_thread_count() -> int:
+    """How many threads scipy's OpenBLAS runs now (a plan measured on one thread
+    need not be the best on two), or 0 when that cannot be asked. A ctypes call
+    (about 0.2-0.4 us): threadpoolctl takes milliseconds."""
+    getter = _blas_thread_getter()
+    return getter() if getter is not None else 0
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_thread_getter():
+    path = scipy_blas_info().get("filepath")
+    if not path or scipy_blas_info().get("internal_api") != "openblas":
+        return None
+    try:
+        library = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for name in ("scipy_openblas_get_num_threads", "scipy_openblas_get_num_threads64_",
+                 "openblas_get_num_threads", "openblas_get_num_threads64_"):
+        getter = getattr(library, name, None)
+        if getter is not None:
+            getter.restype, getter.argtypes = ctypes.c_int, []
+            return getter
+    return None
 
 
 class Planner:
@@ -202,7 +234,8 @@ class Planner:
             for entry in wisdom["plans"]:
                 shape = Shape(**entry["shape"])
                 shape = shape_of(shape.dtype, shape.steps_bucket, shape.batch, shape.input_size,
-                                 shape.hidden_size, shape.proj_size, shape.workers)
+                                 shape.hidden_size, shape.proj_size, shape.workers,
+                                 shape.blas_threads)
                 if entry["strategy"] not in _lstm.STRATEGIES:
                     raise ValueError(f"unknown strategy {entry['strategy']!r}")
                 chunk = int(entry["chunk_bytes"])
@@ -403,11 +436,13 @@ def kernel_options(dtype, steps, batch, input_size, hidden_size, proj_size, work
     of this function's time.
     Do not modify the dict returned.
     """
+    threads = blas_thread_count()
     key = (dtype, steps if steps < 1024 else 1024, batch, input_size, hidden_size, proj_size,
-           workers)
+           workers, threads)
     options = PLANNER._options.get(key)
     if options is None:
-        shape = shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers)
+        shape = shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers,
+                         threads)
         plan, race = PLANNER.plan_or_race(shape)
         if plan is None:
             return {"strategy": rule_plan(shape).strategy, "race": race}

@@ -90,7 +90,7 @@ def describe(shapes: Union[List[Shape], None] = None, planner=None) -> str:
     `planner`: the process's, unless another is given."""
     planner = _plan.PLANNER if planner is None else planner
     chosen = {shape: planner.plan(shape) for shape in shapes} if shapes else planner.plans()
-    lines = ["dtype    batch  input  hidden  proj  steps  threads  plan         source    "
+    lines = ["dtype    batch  input  hidden  proj  steps  threads  blas  plan         source    "
              + "  ".join(f"{name:>11}" for name in STRATEGIES) + "  (us per product)"]
     for shape, plan in chosen.items():
         timings = "  ".join(
@@ -98,5 +98,6 @@ def describe(shapes: Union[List[Shape], None] = None, planner=None) -> str:
             else f"{'-':>11}" for name in STRATEGIES)
         lines.append(f"{shape.dtype:<8} {shape.batch:>5}  {shape.input_size:>5}  "
                      f"{shape.hidden_size:>6}  {shape.proj_size:>4}  {shape.steps_bucket:>5}  "
-                     f"{shape.workers:>7}  {plan.strategy:<11}  {plan.source:<8}  {timings}")
+                     f"{shape.workers:>7}  {shape.blas_threads:>4}  {plan.strategy:<11}  "
+                     f"{plan.source:<8}  {timings}")
     return "\n".join(lines)

@@ -260,6 +260,21 @@ def test_measure_times_the_thread_schemes_over_the_first_calls(
     assert ran == ["split"] and _plan.PLANNER.thread_schemes() == {}
 
 
+def test_plans_are_kept_per_blas_thread_count(mode):
+    """A strategy measured with one BLAS thread need not be the best with two: the
+    shape of a plan holds the thread count scipy's OpenBLAS runs at the call."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    mode("estimate")
+    for threads in (1, 2):
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            assert _plan.blas_thread_count() == threads
+            plans.plan_for(np.float32, 1000, 1, 32, 64)
+            model = cylstm.LSTM(3, 4, seed=0)
+            model(np.ones((40, 1, 3), np.float32))
+    assert {shape.blas_threads for shape in plans.plans()} == {1, 2}
+    assert len(plans.plans()) == 4
+
+
 def test_a_bad_mode_is_refused(mode):
     with pytest.raises(ValueError, match="the plan mode must be one of"):
         mode("fastest")
