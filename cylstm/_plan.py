@@ -19,9 +19,9 @@ transform and cuDNN picks an algorithm, the first call of a shape chooses:
 
 What a race decides is the product's orientation; the layout (a batch row per
 column from batch 2) stays the rule's: it won at every batch on both CPU kinds.
-So does the thread scheme a model's num_threads asks for (cylstm/_walk.py:
-the two directions side by side, else the batch split): a race inside one
-kernel call cannot try another thread count.
+A race inside one kernel call cannot try another thread count: the thread
+scheme of a model with num_threads > 1 is timed over its first calls instead
+(thread_scheme). Plans are kept per BLAS thread count (Shape.blas_threads).
 The environment variable CYLSTM_PLAN sets the mode for programs that cannot
 change code; `cylstm.plans.set_mode` sets it from Python. Plans live in
 memory; `save_wisdom` and `load_wisdom` keep them in a small JSON file keyed
@@ -46,10 +46,11 @@ ENVIRONMENT_VARIABLE = "CYLSTM_PLAN"
 MODES = ("measure", "estimate")
 DEFAULT_MODE = "measure"
 # The race (cylstm/_race.h): a candidate replaces the rule's strategy only when
-# this much faster; one this much slower than the rule's leaves at once
-# (one cold trial of a close one may take 1.5x); each candidate gets at most ROUNDS trials; the trials may lose at most
-# BUDGET_FRACTION of the call (issue 11: measuring costs at most 5% of a call
-# at config a). Shapes of fewer steps keep the rule.
+# MARGIN faster; one DROP times slower than the rule's leaves at once (a cold
+# first trial of a close one took 1.5x); each candidate gets at most ROUNDS
+# trials; the trials may lose at most BUDGET_FRACTION of the call (issue 11:
+# measuring costs at most 5% of a call at config a). Shapes of fewer than
+# RACE_MIN_STEPS steps keep the rule.
 MARGIN = 0.10
 DROP = 2.0
 ROUNDS = 4
