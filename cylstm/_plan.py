@@ -85,10 +85,15 @@ class Plan(NamedTuple):
 def shape_of(dtype, steps, batch, input_size, hidden_size, proj_size, workers=1,
              blas_threads=None) -> Shape:
     """The Shape of a kernel call; blas_threads None: scipy's BLAS's threads now."""
-    bucket = 1 << min(max(int(steps), 1).bit_length() - 1, 10)
+    bucket = steps_bucket(steps)
     threads = blas_thread_count() if blas_threads is None else int(blas_threads)
     return Shape(np.dtype(dtype).name, int(batch), int(input_size), int(hidden_size),
                  int(proj_size), bucket, int(workers), threads)
+
+
+def steps_bucket(steps) -> int:
+    """The steps rounded down to a power of 2, at most 1024: what a plan is kept for."""
+    return 1 << min(max(int(steps), 1).bit_length() - 1, 10)
 
 
 def blas_thread_count() -> int:
@@ -101,8 +106,9 @@ def blas_thread_count() -> int:
 
 @functools.lru_cache(maxsize=None)
 def _blas_thread_getter():
-    path = scipy_blas_info().get("filepath")
-    if not path or scipy_blas_info().get("internal_api") != "openblas":
+    info = scipy_blas_info()
+    path = info.get("filepath")
+    if not path or info.get("internal_api") != "openblas":
         return None
     try:
         library = ctypes.CDLL(path)
@@ -233,10 +239,7 @@ class Planner:
                 return 0
             plans = {}
             for entry in wisdom["plans"]:
-                shape = Shape(**entry["shape"])
-                shape = shape_of(shape.dtype, shape.steps_bucket, shape.batch, shape.input_size,
-                                 shape.hidden_size, shape.proj_size, shape.workers,
-                                 shape.blas_threads)
+                shape = _wisdom_shape(entry["shape"])
                 if entry["strategy"] not in _lstm.STRATEGIES:
                     raise ValueError(f"unknown strategy {entry['strategy']!r}")
                 chunk = int(entry["chunk_bytes"])
@@ -251,6 +254,18 @@ class Planner:
             self._plans.update(plans)
             self._options.clear()
         return len(plans)
+
+
+def _wisdom_shape(fields) -> Shape:
+    """A Shape read from a wisdom file: ValueError unless every size is a whole
+    number in range (a file is data, not trusted)."""
+    shape = Shape(**fields)
+    if shape.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype {shape.dtype!r} is not float32 or float64")
+    for name, value in shape._asdict().items():
+        if name != "dtype" and (type(value) is not int or not 0 <= value < 1 << 40):
+            raise ValueError(f"shape field {name} is {value!r}, not a whole number in range")
+    return shape._replace(steps_bucket=steps_bucket(shape.steps_bucket))
 
 
 # OpenBLAS's AVX-512 cores, where batch-1 products ranked otherwise than on
@@ -330,8 +345,7 @@ def thread_scheme(config, steps, batch, workers):
     faster by MARGIN). What that costs: one call in the slower scheme. On one
     AMD EPYC VM the split won (151 ms against 187 at two layers of (100, 32,
     128, 256)), on another 2-thread BLAS (145 against 202)."""
-    bucket = 1 << min(max(int(steps), 1).bit_length() - 1, 10)
-    return PLANNER.thread_scheme((config, bucket, int(batch), int(workers)))
+    return PLANNER.thread_scheme((config, steps_bucket(steps), int(batch), int(workers)))
 
 
 class SchemeTrial:

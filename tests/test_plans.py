@@ -315,6 +315,14 @@ def test_wisdom_round_trip_and_other_machines(mode, tmp_path):
     bad.write_text(json.dumps(saved))
     with pytest.warns(RuntimeWarning, match="unknown strategy"):
         assert plans.load_wisdom(bad) == 0
+    saved["plans"][0]["strategy"] = "rows"
+    for field, value in [("blas_threads", None), ("batch", -1e300), ("input_size", True),
+                         ("dtype", "int8"), ("workers", 1 << 50)]:
+        crafted = json.loads(json.dumps(saved))
+        crafted["plans"][0]["shape"][field] = value
+        bad.write_text(json.dumps(crafted))
+        with pytest.warns(RuntimeWarning, match="cannot read wisdom"):
+            assert plans.load_wisdom(bad) == 0, field
 
 
 def test_first_calls_from_threads_are_safe_and_agree(mode):
